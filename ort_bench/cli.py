@@ -82,6 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = api.evaluate(
         args.model, args.out, reference=args.reference, forms=args.forms, langs=args.langs, targets=args.targets,
         splits=args.splits, limit=args.limit, probes_file=args.probes, train_form=args.train_form, config=config,
+        reuse=args.reuse,
     )
     print(markdown_table(results))
     print(f"\nrecords: {args.out}/records.jsonl  results: {args.out}/results.json")
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a model (and its reference) on every form",
                        description="Score MODEL on the probes; with --reference, the per-form efficacy, "
                        "worst-form efficacy, form gap, utility and ORT score. Resumable: run it again to finish.")
-    e.add_argument("--model", required=True, 
+    e.add_argument("--model", required=True,
                    help="'embedded', an HF directory, a hub id, a LoRA adapter dir or a .gguf")
     e.add_argument("--reference", default=None, help="the model before unlearning (same kinds as --model)")
     e.add_argument("--backend", default="hf", help="inference engine: hf (transformers) or vllm")
@@ -188,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--chunk-size", type=int, default=128, help="probes scored between two durable writes")
     e.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
     e.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (.bin/.pt); refused by default")
+    e.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
+                   help="copy this earlier run's records of the same models instead of rescoring them "
+                   "(matched by model fingerprint and parameters; repeatable)")
     e.add_argument("--out", required=True, help="run folder: records.jsonl and results.json")
     e.set_defaults(func=cmd_evaluate)
 

@@ -42,12 +42,13 @@ def run_demo(out: str | Path = "runs/demo", targets: tuple[str, ...] | list[str]
             unlearn(method, "embedded", list(targets), ckpt, config=config,
                     max_steps=steps if method != "rocr" else None, progress=progress)
         models[method] = ckpt
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for method, ckpt in models.items():
         print(f"== scoring the {method} model and the original on every form")
+        earlier = [out / f"{m}-eval" for m in rows]  # the original's answers are scored once
         rows[method] = evaluate(str(ckpt), out / f"{method}-eval", reference="embedded", targets=list(targets),
                                 limit=limit, config=EvalConfig(max_new_tokens=24), train_form="qa",
-                                progress=progress)
+                                progress=progress, reuse=earlier)
     table = bias_table(rows)
     print(f"\nForm-dependent bias of unlearning {', '.join(targets)} from SmolLM2-135M-Instruct "
           f"({time.perf_counter() - t0:.0f} s):\n")

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ort_bench.errors import OrtBenchError
 from ort_bench.facts import SPLITS, load_kb
 from ort_bench.probes import Probe, read_probes
-from ort_bench.records import RecordWriter, load_records, record_key, sha256_json
+from ort_bench.records import RecordWriter, check_seal, load_records, record_key, sha256_json
 from ort_bench.render import render_probes
 from ort_bench.templates import load_templates, templates_hash
 
@@ -154,6 +154,27 @@ def _provenance(path: Path) -> dict[str, Any]:
     return out
 
 
+def _copy_reused(reuse: list[Path], keys: list[str], done: dict[str, dict[str, Any]], records_path: Path,
+                 role: str) -> None:
+    """Copy the records other runs hold for these keys into this run (so that it stands alone)."""
+    wanted = set(keys) - set(done)
+    found: list[dict[str, Any]] = []
+    for path in reuse:
+        path = Path(path)
+        path = path / "records.jsonl" if path.is_dir() else path
+        if not path.is_file():
+            raise OrtBenchError(f"{path}: no records to reuse there")
+        for key, rec in load_records(path).items():
+            if key in wanted and check_seal(rec):
+                rec = {k: v for k, v in rec.items() if k != "record_sha256"}
+                found.append({**rec, "role": role})
+                wanted.discard(key)
+    if found:
+        with RecordWriter(records_path) as writer:
+            writer.write(found)
+        done.update((r["key"], r) for r in found)
+
+
 def score_model(
     spec: str,
     probes: list[Probe],
@@ -161,9 +182,11 @@ def score_model(
     config: EvalConfig,
     role: str = "model",
     progress: bool = True,
+    reuse: list[Path] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Score `probes` with one model, resuming from `records_path`; return its records (in probe
-    order) and a description of the model and backend."""
+    order) and a description of the model and backend. Records files in `reuse` (other runs) lend
+    their answers too: a key holds the model fingerprint, so only this very model's answers match."""
     from ort_bench.backends import get_backend
     from ort_bench.models import resolve_model
 
@@ -172,6 +195,7 @@ def score_model(
     params_hash = config.params_hash()
     keys = [record_key(model.fingerprint, config.backend, params_hash, probe_hash(p)) for p in probes]
     done = load_records(records_path)
+    _copy_reused(reuse or [], keys, done, records_path, role)
     todo = [i for i, k in enumerate(keys) if k not in done]
     info: dict[str, Any] = {"spec": spec, "kind": model.kind, "fingerprint": model.fingerprint,
                             "role": role, "reused_records": len(probes) - len(todo), "new_records": len(todo)}
@@ -240,8 +264,11 @@ def evaluate(
     train_form: str | None = None,
     config: EvalConfig | None = None,
     progress: bool = True,
+    reuse: list[str | Path] | None = None,
 ) -> dict[str, Any]:
-    """Score `model` (and `reference`) and write `out/records.jsonl` and `out/results.json`."""
+    """Score `model` (and `reference`) and write `out/records.jsonl` and `out/results.json`.
+    `reuse`: earlier run folders whose records of the same models may be copied instead of rescored
+    (for example the reference's, shared by every unlearned model of an experiment)."""
     from ort_bench import metrics
     from ort_bench.results import build_results, write_results
 
@@ -253,10 +280,12 @@ def evaluate(
     if not probes:
         raise OrtBenchError("no probes selected (check --forms, --langs, --targets)")
     records_path = out / "records.jsonl"
-    model_records, model_info = score_model(model, probes, records_path, config, "model", progress)
+    model_records, model_info = score_model(model, probes, records_path, config, "model", progress,
+                                              reuse=[Path(r) for r in reuse or []])
     ref_records, ref_info = (None, None)
     if reference is not None:
-        ref_records, ref_info = score_model(reference, probes, records_path, config, "reference", progress)
+        ref_records, ref_info = score_model(reference, probes, records_path, config, "reference", progress,
+                                              reuse=[Path(r) for r in reuse or []])
     import pandas as pd
 
     summary = metrics.summarize_single(pd.DataFrame(model_records))

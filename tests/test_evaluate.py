@@ -68,6 +68,17 @@ def test_another_model_never_reuses_answers(tiny_llama_dir, tiny_gpt2_dir, tmp_p
     assert len(fps) == 2
 
 
+def test_reuse_copies_only_the_same_models_records(tiny_llama_dir, tiny_gpt2_dir, tmp_path):
+    evaluate(str(tiny_llama_dir), tmp_path / "ref", config=FAST, progress=False)
+    res = evaluate(str(tiny_gpt2_dir), tmp_path / "run", reference=str(tiny_llama_dir), config=FAST,
+                   progress=False, reuse=[tmp_path / "ref"])
+    assert res["reference"]["new_records"] == 0 and res["reference"]["reused_records"] == 33
+    assert res["model"]["new_records"] == 33  # the other model's answers are never borrowed
+    records = read_lines(tmp_path / "run" / "records.jsonl")
+    assert all(check_seal(r) for r in records)
+    assert sorted({r["role"] for r in records}) == ["model", "reference"]
+
+
 def test_changed_parameters_are_scored_again(tiny_llama_dir, tmp_path):
     evaluate(str(tiny_llama_dir), tmp_path, config=FAST, progress=False)
     res = evaluate(str(tiny_llama_dir), tmp_path, config=EvalConfig(max_new_tokens=7), progress=False)

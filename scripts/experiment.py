@@ -1,0 +1,110 @@
+"""The methods experiment of docs/RESULTS.md: every method unlearns the same targets (qa as the
+training form) from the embedded model on the same budget; each model is scored on every form
+against the original, then fine-tuned on the math environment and scored again (robust efficacy).
+
+    python scripts/experiment.py --out runs/exp            # resumable: finished steps are skipped
+    python scripts/experiment.py --out runs/exp --table    # only print the table from the results
+
+Budget, the same for every gradient method: `--steps` AdamW steps of 4 forget + 4 retain examples
+at `--lr`; RMU keeps its published lr and has its steering coefficient scaled to the model's
+activations (`--rmu-c`); ROCR is training-free. Every command-line choice lands in the cards and
+results files, so the numbers can be traced back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ort_bench.attacks import finetune_attack
+from ort_bench.evaluate import EvalConfig, evaluate
+from ort_bench.methods import METHODS, make_config
+from ort_bench.results import _fmt
+from ort_bench.unlearn import unlearn
+
+# the 10 default targets of which the embedded model knows the most qa facts (data/README.md)
+TARGETS = ("france", "japan", "albert_einstein", "william_shakespeare", "harry_potter", "paris", "egypt",
+           "microsoft", "oxygen", "jupiter")
+ORDER = ("ga", "graddiff", "npo", "simnpo", "rmu", "ilu", "rocr")
+
+
+def method_config(method: str, args: argparse.Namespace) -> Any:
+    if method == "rocr":
+        return make_config("rocr")
+    if method == "rmu":
+        return make_config("rmu", {"steering_coeff": args.rmu_c}, max_steps=args.steps)
+    if method == "ilu":  # the penalty over NPO, trained like NPO
+        return make_config("ilu", {"base_method": "npo", "lr": args.lr}, max_steps=args.steps)
+    return make_config(method, {"lr": args.lr}, max_steps=args.steps)
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    targets = list(args.targets)
+    cfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    common = {"targets": targets, "limit": args.limit, "config": cfg}
+    base = out / "base-eval"
+    t0 = time.perf_counter()
+    print("== the original model", flush=True)
+    evaluate("embedded", base, **common)
+    for method in args.methods:
+        model = out / f"{method}-model"
+        if not (model / "unlearn_card.json").exists():
+            print(f"== unlearning with {method}", flush=True)
+            unlearn(method, "embedded", targets, model, config=method_config(method, args))
+        print(f"== scoring {method}", flush=True)
+        evaluate(str(model), out / f"{method}-eval", reference="embedded", train_form="qa", reuse=[base], **common)
+        attacked = out / f"{method}-math-model"
+        if not (attacked / "attack_card.json").exists():
+            print(f"== math fine-tuning attack on {method}", flush=True)
+            finetune_attack(str(model), "math", args.attack_steps, attacked)
+        print(f"== scoring {method} after the attack", flush=True)
+        evaluate(str(attacked), out / f"{method}-math-eval", reference="embedded", train_form="qa", reuse=[base],
+                 **common)
+    print(f"experiment: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def table(out: Path, methods: list[str]) -> str:
+    rows = {}
+    for m in methods:
+        paths = (out / f"{m}-eval" / "results.json", out / f"{m}-math-eval" / "results.json")
+        if all(p.exists() for p in paths):
+            rows[m] = [json.loads(p.read_text()) for p in paths]
+    forms = sorted({f["form"] for r, _ in rows.values() for f in r["forms"]})
+    head = ["method", *forms, "WFE (↑)", "worst form", "form gap (↓)", "E_qa − WFE", "utility (↑)",
+            "mean E after math FT (↑)", "WFE after math FT (↑)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, (r, a) in rows.items():
+        eff = {f["form"]: f["efficacy"] for f in r["forms"]}
+        after = [f["efficacy"] for f in a["forms"] if f["efficacy"] is not None]
+        cells = [m, *(_fmt(eff.get(f), 2) for f in forms), _fmt(r["worst_form_efficacy"], 2), str(r["worst_form"]),
+                 _fmt(r["form_gap"], 2), _fmt(r["train_form_gap"], 2), _fmt(r["utility"], 2),
+                 _fmt(sum(after) / len(after) if after else None, 2), _fmt(a["worst_form_efficacy"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/exp")
+    ap.add_argument("--targets", nargs="+", default=list(TARGETS))
+    ap.add_argument("--methods", nargs="+", default=list(ORDER), choices=sorted(METHODS))
+    ap.add_argument("--steps", type=int, default=30, help="optimiser steps of every gradient method")
+    ap.add_argument("--lr", type=float, default=5e-5, help="learning rate of GA, GradDiff, NPO, SimNPO, ILU")
+    ap.add_argument("--rmu-c", type=float, default=100.0, help="RMU steering coefficient")
+    ap.add_argument("--attack-steps", type=int, default=10, help="math fine-tuning steps (batch 8, lr 2e-5)")
+    ap.add_argument("--limit", type=int, default=220, help="probes per split, spread over forms")
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    args = ap.parse_args()
+    if not args.table:
+        run(args)
+    print(table(Path(args.out), args.methods))
+
+
+if __name__ == "__main__":
+    main()
