@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--targets", type=_csv, default=list(DEFAULT_TARGETS))
     d.add_argument("--method", default="npo", help="the gradient method to compare with ROCR")
     d.add_argument("--steps", type=int, default=8, help="training steps of the gradient method")
-    d.add_argument("--limit", type=int, default=150, help="probes per split")
+    d.add_argument("--limit", type=int, default=100, help="probes per split")
     d.set_defaults(func=cmd_demo)
 
     sb = sub.add_parser("submit", help="verify an evaluate run and add it to the leaderboard",

@@ -28,7 +28,7 @@ def bias_table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def run_demo(out: str | Path = "runs/demo", targets: tuple[str, ...] | list[str] = DEFAULT_TARGETS,
-             gradient_method: str = "npo", steps: int = 8, limit: int = 150, progress: bool = True) -> str:
+             gradient_method: str = "npo", steps: int = 8, limit: int = 100, progress: bool = True) -> str:
     from ort_bench.methods import make_config
     from ort_bench.unlearn import unlearn
 

@@ -108,6 +108,20 @@ def test_batched_loglikelihood_equals_unbatched_and_manual(name, request):
     assert len({round(b.logprob, 3) for b in batched}) == len(batched)  # nothing got swapped or repeated
 
 
+@pytest.mark.parametrize("name", ["llama_backend", "gpt2_backend"])
+def test_continuations_sharing_a_context_match_the_manual_sum(name, request):
+    """Aliases and options share one cached pass over their context: each still equals its own sum."""
+    backend = request.getfixturevalue(name)
+    backend.batch_size = 2  # several batches, some contexts with more continuations than the batch
+    prompts = _prompts(backend)[:3]
+    answers = [["Paris", "Paris, France", "the city of Paris on the Seine", "P"],
+               ["1809", "in the year 1809"], ["A", "B", "C", "D", "true", "false"]]
+    requests = [(p, join_continuation(p, a)) for p, alts in zip(prompts, answers, strict=True) for a in alts]
+    for (ctx, cont), got in zip(requests, backend.loglikelihood(requests[::-1])[::-1], strict=True):
+        manual, n = _manual_loglikelihood(backend, ctx, cont)
+        assert got.n_tokens == n and got.logprob == pytest.approx(manual, abs=1e-4)
+
+
 def test_loglikelihood_edge_cases(llama_backend):
     prompt = _prompts(llama_backend)[0]
     empty_cont, empty_ctx = llama_backend.loglikelihood([(prompt, ""), ("", "Paris")])
