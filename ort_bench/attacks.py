@@ -135,25 +135,13 @@ def relearn_attack(
     `attack_card.json` (with the probe ids used, so that scoring can tell them apart) to `out`."""
     from ort_bench.api import render
     from ort_bench.methods.base import Example
+    from ort_bench.unlearn import checked_targets
 
     if samples < 1:
         raise OrtBenchError(f"samples must be at least 1 (got {samples})")
     if steps < 1:
         raise OrtBenchError(f"steps must be at least 1 (got {steps})")
-    targets = list(dict.fromkeys(targets or []))
-    if not targets:
-        raise OrtBenchError("give at least one target to relearn")
-    if kb is None:
-        from ort_bench.facts import load_kb
-
-        kb = load_kb()
-    unknown = [t for t in targets if t not in kb.targets]
-    if unknown:
-        raise OrtBenchError(f"unknown target {unknown[0]!r} (see data/targets.yaml)")
-    if templates is None:
-        from ort_bench.templates import load_templates
-
-        templates = load_templates()
+    targets, kb, templates = checked_targets(targets, "relearn", kb, templates)
     probes, _ = render(split="forget", forms=[form], targets=targets, kb=kb, templates=templates)
     if not probes:
         raise OrtBenchError(f"no {form} probes for targets {', '.join(targets)}")

@@ -156,6 +156,26 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
     return data, desc
 
 
+def checked_targets(targets: list[str] | None, verb: str, kb=None, templates=None) -> tuple[list[str], Any, Any]:
+    """The targets (deduplicated, each known to the KB), the KB and the templates (the shipped ones
+    unless given)."""
+    targets = list(dict.fromkeys(targets or []))
+    if not targets:
+        raise OrtBenchError(f"give at least one target to {verb} (see data/targets.yaml)")
+    if kb is None:
+        from ort_bench.facts import load_kb
+
+        kb = load_kb()
+    unknown = [t for t in targets if t not in kb.targets]
+    if unknown:
+        raise OrtBenchError(f"unknown target {unknown[0]!r} (see data/targets.yaml)")
+    if templates is None:
+        from ort_bench.templates import load_templates
+
+        templates = load_templates()
+    return targets, kb, templates
+
+
 def unlearn(
     method: str,
     model: str,
@@ -186,20 +206,7 @@ def unlearn(
     t0 = time.perf_counter()
     method_cls = get_method(method)  # unknown method: one-line error before any work
     cfg = make_config(method, config, max_steps=max_steps, seed=seed)
-    targets = list(dict.fromkeys(targets or []))
-    if not targets:
-        raise OrtBenchError("give at least one target to unlearn (see data/targets.yaml)")
-    if kb is None:
-        from ort_bench.facts import load_kb
-
-        kb = load_kb()
-    unknown = [t for t in targets if t not in kb.targets]
-    if unknown:
-        raise OrtBenchError(f"unknown target {unknown[0]!r} (see data/targets.yaml)")
-    if templates is None:
-        from ort_bench.templates import load_templates
-
-        templates = load_templates()
+    targets, kb, templates = checked_targets(targets, "unlearn", kb, templates)
     from ort_bench.templates import templates_hash
 
     out = Path(out)

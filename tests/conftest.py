@@ -138,6 +138,17 @@ def _isolated_cache(tmp_path_factory):
         yield cache
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads fight."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def make_tiny_model(tmp_path_factory):
     built: dict[tuple, Path] = {}

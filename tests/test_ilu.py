@@ -17,13 +17,7 @@ from ort_bench.methods.ilu import gradnorm_penalty, irm_penalty
 from ort_bench.methods.training import collate, encode_examples, pad_id, token_nll
 from ort_bench.paths import REPO_ROOT
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def env_batch(tok, n=3):

@@ -53,13 +53,7 @@ RETAIN_RISE_MAX = 0.25
 RETAIN_SHARE_MAX = 0.4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads fight."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def answer_nll(model, tokenizer, examples) -> float:

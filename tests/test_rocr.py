@@ -28,12 +28,7 @@ GENERAL += [Example(f"What is the capital of {c}?", o) for c, o in [("Canada", "
 GENERAL += [f"Question: which {w} is the answer?" for w in ("city", "person", "year", "book")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load(d, dtype=torch.float64):
