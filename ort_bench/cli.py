@@ -16,6 +16,22 @@ def _csv(value: str) -> list[str]:
     return [v for v in value.replace(",", " ").split() if v]
 
 
+def _limit(value: str) -> int | dict[str, int]:
+    """`N` (every split) or `forget=N,neighbour=M,...` (the splits named)."""
+    try:
+        if "=" not in value:
+            return int(value)
+        out = {}
+        for part in _csv(value):
+            split, n = part.split("=", 1)
+            if split not in SPLITS:
+                raise ValueError
+            out[split] = int(n)
+        return out
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give N or split=N,... (splits: {', '.join(SPLITS)})") from None
+
+
 def cmd_templates_list(args: argparse.Namespace) -> int:
     templates = load_templates()
     rows = [t.spec.meta.model_dump(mode="json") for t in templates]
@@ -177,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--langs", type=_csv, default=None, help="comma list of languages (default: all)")
     e.add_argument("--targets", type=_csv, default=None, help="comma list of target ids (default: all)")
     e.add_argument("--splits", type=_csv, default=list(SPLITS), help="splits to score (default: all three)")
-    e.add_argument("--limit", type=int, default=None, help="at most N probes per split, spread over forms")
+    e.add_argument("--limit", type=_limit, default=None,
+                   help="at most N probes per split, spread over forms and targets; or per split: "
+                   "forget=300,neighbour=100,utility=100")
     e.add_argument("--probes", default=None, help="score this probes JSONL instead of rendering the shipped KB")
     e.add_argument("--train-form", default=None, help="the form the model was unlearned on (adds E_train - WFE)")
     e.add_argument("--max-new-tokens", type=int, default=32)

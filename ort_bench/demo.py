@@ -11,7 +11,7 @@ from typing import Any
 from ort_bench.evaluate import EvalConfig, evaluate
 from ort_bench.results import _fmt
 
-DEFAULT_TARGETS = ("france", "japan", "albert_einstein")
+DEFAULT_TARGETS = ("france", "japan", "william_shakespeare")
 
 
 def bias_table(rows: dict[str, dict[str, Any]]) -> str:

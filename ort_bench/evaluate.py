@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.facts import SPLITS, load_kb
-from ort_bench.probes import Probe, read_probes
+from ort_bench.probes import Probe, read_probes, spread
 from ort_bench.records import RecordWriter, check_seal, load_records, record_key, sha256_json
 from ort_bench.render import render_probes
 from ort_bench.templates import load_templates, templates_hash
@@ -51,16 +50,10 @@ def probe_hash(p: Probe) -> str:
     return sha256_json(p.model_dump(mode="json"))[:16]
 
 
-def _interleave_by_form(probes: list[Probe]) -> list[Probe]:
-    """Round-robin over forms, so that `--limit N` covers every form instead of one target."""
-    by_form: dict[str, list[Probe]] = defaultdict(list)
-    for p in probes:
-        by_form[p.form].append(p)
-    queues = [by_form[f] for f in sorted(by_form)]
-    out: list[Probe] = []
-    for i in range(max((len(q) for q in queues), default=0)):
-        out.extend(q[i] for q in queues if i < len(q))
-    return out
+def spread_for_limit(probes: list[Probe]) -> list[Probe]:
+    """Round-robin over forms, inside a form over targets: `--limit N` then covers every form and
+    target instead of the first target's probes."""
+    return spread(probes, lambda p: p.form, lambda p: p.target or "")
 
 
 def select_probes(
@@ -68,11 +61,12 @@ def select_probes(
     forms: list[str] | None = None,
     langs: list[str] | None = None,
     targets: list[str] | None = None,
-    limit: int | None = None,
+    limit: int | dict[str, int] | None = None,
     probes_file: str | Path | None = None,
 ) -> tuple[list[Probe], dict[str, str]]:
     """The probes to score (rendered from the shipped KB, or read from a file), and their hashes.
-    `limit` applies per split, spread over forms."""
+    `limit` applies per split (one number for all, or a number per split), spread over forms and
+    targets."""
     if probes_file is not None:
         all_probes = read_probes(probes_file)
         hashes = {"probes_file": str(probes_file)}
@@ -88,8 +82,9 @@ def select_probes(
             by_split[s] = probes
     selected: list[Probe] = []
     for s in splits:
-        probes = _interleave_by_form(by_split[s])
-        selected.extend(probes[:limit] if limit else probes)
+        probes = spread_for_limit(by_split[s])
+        n = limit.get(s) if isinstance(limit, dict) else limit
+        selected.extend(probes[:n] if n else probes)
     hashes["probes_sha256"] = sha256_json([p.id for p in selected])
     return selected, hashes
 
@@ -259,7 +254,7 @@ def evaluate(
     langs: list[str] | None = None,
     targets: list[str] | None = None,
     splits: tuple[str, ...] | list[str] = SPLITS,
-    limit: int | None = None,
+    limit: int | dict[str, int] | None = None,
     probes_file: str | Path | None = None,
     train_form: str | None = None,
     config: EvalConfig | None = None,

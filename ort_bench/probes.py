@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ort_bench.jsonl import read_jsonl, write_jsonl
 
 PROBE_SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+def spread(items: list[T], *keys: Callable[[T], str]) -> list[T]:
+    """Round-robin over the groups of `keys[0]` (in sorted order), each group itself spread over
+    `keys[1:]`; items keep their order inside the last grouping. So the first N items cover every
+    form, and inside a form every target, instead of the first target only (`--limit N`)."""
+    if not keys:
+        return list(items)
+    groups: dict[str, list[T]] = {}
+    for it in items:
+        groups.setdefault(keys[0](it), []).append(it)
+    queues = [spread(groups[k], *keys[1:]) for k in sorted(groups)]
+    out: list[T] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
 
 
 class Probe(BaseModel):

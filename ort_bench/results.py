@@ -114,8 +114,10 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def _ci(row: dict[str, Any], key: str) -> str:
-    lo, hi = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+def _ci(row: dict[str, Any], key: str, ci_prefix: str | None = None) -> str:
+    """`row[key]` with its bootstrap CI, read from `{ci_prefix}ci_low/high` (default prefix `{key}_`)."""
+    p = f"{key}_" if ci_prefix is None else ci_prefix
+    lo, hi = row.get(f"{p}ci_low"), row.get(f"{p}ci_high")
     return f"{_fmt(row.get(key))} [{_fmt(lo, 2)}, {_fmt(hi, 2)}]" if lo is not None else _fmt(row.get(key))
 
 
@@ -149,7 +151,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         if not isinstance(block, dict):
             continue
         for r in block["forms"]:
-            lines.append(f"| {split} | {r['form']} | {r['n']} | {_ci(r, 'mean')} |")
-        lines.append(f"| {split} | **all** | {block['n']} | {_ci(block, 'mean')} |")
+            lines.append(f"| {split} | {r['form']} | {r['n']} | {_ci(r, 'mean', ci_prefix='')} |")
+        lines.append(f"| {split} | **all** | {block['n']} | {_ci(block, 'mean', ci_prefix='')} |")
     lines.append(f"\nfluency: {_fmt(results.get('fluency'), 2)} bits (n-gram entropy of free answers)")
     return "\n".join(lines)

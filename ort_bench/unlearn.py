@@ -22,12 +22,12 @@ import platform
 import shutil
 import tempfile
 import time
-from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.probes import spread
 
 CARD_NAME = "unlearn_card.json"
 CARD_SCHEMA_VERSION = 1
@@ -89,17 +89,6 @@ def load_model_for_training(spec: str, dtype: str, device: str, trust_remote_cod
     return resolved, tokenizer, lm
 
 
-def _interleave(probes: list) -> list:
-    by_form: dict[str, list] = defaultdict(list)
-    for p in probes:
-        by_form[p.form].append(p)
-    queues = [by_form[f] for f in sorted(by_form)]
-    out = []
-    for i in range(max((len(q) for q in queues), default=0)):
-        out.extend(q[i] for q in queues if i < len(q))
-    return out
-
-
 def _names(kb, entity: str, aliases: tuple[str, ...] = ()) -> list[str]:
     out = [entity, *aliases, *kb.names.get(entity, {}).values()]
     return list(dict.fromkeys(n for n in out if n))
@@ -146,7 +135,7 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
             for nb in target.neighbours:
                 data.protect_subjects += _names(kb, nb)
         utility_all, _ = render(split="utility", kb=kb, templates=templates)
-        general: list[Any] = examples(_interleave(utility_all))
+        general: list[Any] = examples(spread(utility_all, lambda p: p.form))
         env_items = [[Example(it.prompt, it.answer) for it in load_env(e)] for e in ENVS]
         for i in range(max(len(x) for x in env_items)):
             general.extend(x[i] for x in env_items if i < len(x))

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.attacks import finetune_attack
+from ort_bench.cli import _limit
 from ort_bench.evaluate import EvalConfig, evaluate
 from ort_bench.methods import METHODS, make_config
 from ort_bench.results import _fmt
 from ort_bench.unlearn import unlearn
 
-# the 10 default targets of which the embedded model knows the most qa facts (data/README.md)
-TARGETS = ("france", "japan", "albert_einstein", "william_shakespeare", "harry_potter", "paris", "egypt",
-           "microsoft", "oxygen", "jupiter")
+# ten default targets of four kinds of which the embedded model knows 5 or more qa facts (data/README.md)
+TARGETS = ("william_shakespeare", "isaac_newton", "hamlet", "pride_and_prejudice", "japan", "france", "paris",
+           "london", "microsoft", "nasa")
 ORDER = ("ga", "graddiff", "npo", "simnpo", "rmu", "ilu", "rocr")
 
 
@@ -96,7 +97,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5, help="learning rate of GA, GradDiff, NPO, SimNPO, ILU")
     ap.add_argument("--rmu-c", type=float, default=100.0, help="RMU steering coefficient")
     ap.add_argument("--attack-steps", type=int, default=10, help="math fine-tuning steps (batch 8, lr 2e-5)")
-    ap.add_argument("--limit", type=int, default=220, help="probes per split, spread over forms")
+    ap.add_argument("--limit", type=_limit, default="forget=300,neighbour=80,utility=80",
+                    help="probes per split, spread over forms and targets (N or split=N,...)")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--table", action="store_true", help="only print the table of finished runs")

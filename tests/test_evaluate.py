@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,12 @@ def test_evaluate_writes_sealed_records_and_a_typed_results_file(tiny_llama_dir,
     assert "| form |" in markdown_table(res)
 
 
+def test_table_of_a_model_alone_gives_each_form_its_ci(tiny_llama_dir, tmp_path):
+    res = evaluate(str(tiny_llama_dir), tmp_path, splits=["forget"], config=FAST, progress=False)
+    rows = [line for line in markdown_table(res).splitlines() if line.startswith("| forget |")]
+    assert rows and all(re.search(r"\| [0-9.]+ \[[0-9.]+, [0-9.]+\] \|$", line) for line in rows)
+
+
 def test_second_identical_run_redoes_nothing(tiny_llama_dir, tmp_path):
     evaluate(str(tiny_llama_dir), tmp_path, config=FAST, progress=False)
     before = (tmp_path / "records.jsonl").read_bytes()
@@ -89,6 +96,26 @@ def test_limit_spreads_over_forms(tiny_llama_dir, tmp_path):
     res = evaluate(str(tiny_llama_dir), tmp_path, splits=["utility"], limit=5, config=FAST, progress=False)
     forms = [r["form"] for r in read_lines(tmp_path / "records.jsonl")]
     assert res["n_probes"] == 5 and len(set(forms)) == 5
+
+
+def test_limit_spreads_over_targets_inside_a_form_and_can_differ_per_split(monkeypatch):
+    from ort_bench.evaluate import select_probes
+
+    monkeypatch.delenv("ORT_BENCH_DATA")  # the shipped KB: many targets
+    monkeypatch.delenv("ORT_BENCH_TEMPLATES")
+    every, _ = select_probes(["forget"], forms=["qa"])
+    targets = sorted({p.target for p in every})
+    assert len(targets) >= 2 and len(every) > len(targets)
+    first, _ = select_probes(["forget"], forms=["qa"], limit=len(targets))
+    assert sorted(p.target for p in first) == targets  # one each, not the first target's probes
+    both, _ = select_probes(["forget", "utility"], limit={"forget": 2, "utility": 3})
+    assert [p.split for p in both] == ["forget"] * 2 + ["utility"] * 3
+
+
+def test_bad_limit_is_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model", "embedded", "--limit", "forgot=3", "--out", "x"])
+    assert "give N or split=N" in capsys.readouterr().err
 
 
 def test_unknown_backend_is_one_line(tiny_llama_dir, tmp_path, capsys):
