@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.facts import SPLITS, load_kb
-from ort_bench.probes import Probe, read_probes, spread
+from ort_bench.probes import Probe, read_probes, spread_for_limit
 from ort_bench.records import RecordWriter, check_seal, load_records, record_key, sha256_json
 from ort_bench.render import render_probes
 from ort_bench.templates import load_templates, templates_hash
@@ -48,12 +48,6 @@ class EvalConfig:
 
 def probe_hash(p: Probe) -> str:
     return sha256_json(p.model_dump(mode="json"))[:16]
-
-
-def spread_for_limit(probes: list[Probe]) -> list[Probe]:
-    """Round-robin over forms, inside a form over targets: `--limit N` then covers every form and
-    target instead of the first target's probes."""
-    return spread(probes, lambda p: p.form, lambda p: p.target or "")
 
 
 def select_probes(

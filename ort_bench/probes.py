@@ -32,6 +32,16 @@ def spread(items: list[T], *keys: Callable[[T], str]) -> list[T]:
     return out
 
 
+SPREAD_FIELDS = ("form", "target", "template_id")
+
+
+def spread_for_limit(items: list[T], get: Callable[[T, str], Any] = getattr) -> list[T]:
+    """Round-robin over forms, inside a form over targets, inside a target over templates: the first
+    N items (`--limit N`) cover every form, target and variant (true and false statements) instead of
+    the first target's first template. `get=dict.get` orders records the same way as probes."""
+    return spread(items, *(lambda it, f=f: str(get(it, f) or "") for f in SPREAD_FIELDS))
+
+
 class Probe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: int = PROBE_SCHEMA_VERSION

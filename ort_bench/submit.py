@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.probes import spread
+from ort_bench.probes import spread_for_limit
 from ort_bench.records import check_seal, record_key, sha256_json
 from ort_bench.results import BENCHMARK_VERSION, Results, read_results
 from ort_bench.templates import FORMS
@@ -188,12 +188,11 @@ def _check_records(path: Path, res: Results) -> dict[str, list[dict[str, Any]]]:
 
 def _selection_order(records: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
     """The records in the order `evaluate.select_probes` gives probes: split by split, spread over
-    forms and targets as `evaluate.spread_for_limit` does."""
+    forms, targets and templates as `probes.spread_for_limit` does."""
     order = list(splits) + sorted({r.get("split") for r in records} - set(splits), key=str)
     out: list[dict[str, Any]] = []
     for split in order:
-        out += spread([r for r in records if r.get("split") == split], lambda r: str(r.get("form")),
-                      lambda r: r.get("target") or "")
+        out += spread_for_limit([r for r in records if r.get("split") == split], get=dict.get)
     return out
 
 

@@ -36,10 +36,10 @@ def method_config(method: str, args: argparse.Namespace) -> Any:
     if method == "rocr":
         return make_config("rocr")
     if method == "rmu":
-        return make_config("rmu", {"steering_coeff": args.rmu_c}, max_steps=args.steps)
+        return make_config("rmu", max_steps=args.steps, steering_coeff=args.rmu_c)
     if method == "ilu":  # the penalty over NPO, trained like NPO
-        return make_config("ilu", {"base_method": "npo", "lr": args.lr}, max_steps=args.steps)
-    return make_config(method, {"lr": args.lr}, max_steps=args.steps)
+        return make_config("ilu", {"base_method": "npo"}, max_steps=args.steps, lr=args.lr)
+    return make_config(method, max_steps=args.steps, lr=args.lr)
 
 
 def run(args: argparse.Namespace) -> None:

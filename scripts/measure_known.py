@@ -1,7 +1,7 @@
 """How much of the default knowledge base a model knows, per form and per target (for data/README.md).
 
     ort-bench evaluate --model embedded --splits forget --out runs/known   # all forms (or --forms qa)
-    python scripts/measure_known.py runs/known/records.jsonl
+    python scripts/measure_known.py runs/known/records.jsonl [forget|neighbour|utility]
 
 A probe counts as known when its primary score passes the knowledge filter's threshold
 (`ort_bench.metrics.KNOWN_THRESHOLDS`); a fact counts as known in a form when any of that form's
@@ -14,29 +14,30 @@ import json
 import sys
 from collections import defaultdict
 
-from ort_bench.api import render
 from ort_bench.metrics import KNOWN_THRESHOLDS
 
 
-def main(path: str) -> None:
+def main(path: str, split: str = "forget") -> None:
     recs = [json.loads(line) for line in open(path, encoding="utf-8")]
-    facts = {p.id: p.fact_ids[-1] for split in ("forget", "neighbour") for p in render(split)[0]}
+    recs = [r for r in recs if r["split"] == split and r.get("role", "model") == "model"]
     fact_known: dict[tuple[str, str], dict[str, bool]] = defaultdict(dict)  # (form, target) -> fact -> known
     probes = defaultdict(lambda: [0, 0])
     for r in recs:
         known = r["primary"] >= KNOWN_THRESHOLDS[r["scorer"]]
         probes[r["form"]][0] += known
         probes[r["form"]][1] += 1
-        fact = facts[r["probe_id"]]
+        fact = r["fact_ids"][-1]  # the fact asked about (a two-hop probe lists its bridge first)
         key = (r["form"], r["target"])
         fact_known[key][fact] = fact_known[key].get(fact, False) or known
-    print("| form | probes known / scored | targets with >= 3 known facts |")
-    print("|---|---|---|")
+    print(f"{split} split, {len({r['target'] for r in recs})} targets")
+    print("| form | probes known / scored | facts known / scored | targets with >= 3 known facts |")
+    print("|---|---|---|---|")
     for form in sorted(probes):
         k, n = probes[form]
-        targets = {t for (f, t), facts in fact_known.items() if f == form and sum(facts.values()) >= 3}
-        print(f"| {form} | {k} / {n} ({k / n:.0%}) | {len(targets)} |")
+        facts = [v for (f, _), per in fact_known.items() if f == form for v in per.values()]
+        targets = {t for (f, t), per in fact_known.items() if f == form and sum(per.values()) >= 3}
+        print(f"| {form} | {k} / {n} ({k / n:.0%}) | {sum(facts)} / {len(facts)} | {len(targets)} |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

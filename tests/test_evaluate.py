@@ -108,6 +108,9 @@ def test_limit_spreads_over_targets_inside_a_form_and_can_differ_per_split(monke
     assert len(targets) >= 2 and len(every) > len(targets)
     first, _ = select_probes(["forget"], forms=["qa"], limit=len(targets))
     assert sorted(p.target for p in first) == targets  # one each, not the first target's probes
+    tf, _ = select_probes(["forget"], forms=["true_false"], limit=2 * len(targets))
+    per_target = {t: {p.answers[0] for p in tf if p.target == t} for t in targets}
+    assert all(v == {"True", "False"} for v in per_target.values())  # both variants, for every target
     both, _ = select_probes(["forget", "utility"], limit={"forget": 2, "utility": 3})
     assert [p.split for p in both] == ["forget"] * 2 + ["utility"] * 3
 
