@@ -183,6 +183,8 @@ def _check_records(path: Path, res: Results) -> dict[str, list[dict[str, Any]]]:
             raise OrtBenchError(f"{where}: duplicate record (same key as line {seen[key]})")
         seen[key] = lineno
         by_role[role].append(rec)
+    if res.reference and res.reference.fingerprint == res.model.fingerprint and not by_role["reference"]:
+        by_role["reference"] = list(by_role["model"])  # a model scored against itself: one set of answers
     return by_role
 
 

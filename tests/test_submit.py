@@ -310,3 +310,19 @@ def test_no_run_folder(tmp_path: Path):
 def test_submission_metadata_is_validated(run: Path, tmp_path: Path, kw: dict, match: str):
     kw.setdefault("name", "entry")
     refused(run, match, tmp_path, **kw)
+
+
+def test_a_model_scored_against_itself_uses_one_set_of_answers(tiny_llama_dir, tmp_path: Path, monkeypatch):
+    """The base model's entry: evaluate writes one record per probe (model and reference share keys);
+    the check lets those records stand for both roles."""
+    from ort_bench.evaluate import EvalConfig, evaluate
+    from ort_bench.results import read_results
+    from ort_bench.submit import _check_records
+
+    fix = Path(__file__).parent / "fixtures"
+    monkeypatch.setenv("ORT_BENCH_DATA", str(fix / "kb"))
+    monkeypatch.setenv("ORT_BENCH_TEMPLATES", str(fix / "templates"))
+    evaluate(str(tiny_llama_dir), tmp_path / "self", reference=str(tiny_llama_dir), splits=["forget"],
+             config=EvalConfig(max_new_tokens=4), progress=False)
+    by_role = _check_records(tmp_path / "self" / "records.jsonl", read_results(tmp_path / "self" / "results.json"))
+    assert by_role["model"] and by_role["reference"] == by_role["model"]
