@@ -38,13 +38,13 @@ def run_demo(out: str | Path = "runs/demo", targets: tuple[str, ...] | list[str]
     for method, config in (("rocr", make_config("rocr")), (gradient_method, make_config(gradient_method))):
         ckpt = out / f"{method}-model"
         if not (ckpt / "unlearn_card.json").exists():
-            print(f"== unlearning {', '.join(targets)} with {method}")
+            print(f"== unlearning {', '.join(targets)} with {method}", flush=True)
             unlearn(method, "embedded", list(targets), ckpt, config=config,
                     max_steps=steps if method != "rocr" else None, progress=progress)
         models[method] = ckpt
     rows: dict[str, dict[str, Any]] = {}
     for method, ckpt in models.items():
-        print(f"== scoring the {method} model and the original on every form")
+        print(f"== scoring the {method} model and the original on every form", flush=True)
         earlier = [out / f"{m}-eval" for m in rows]  # the original's answers are scored once
         rows[method] = evaluate(str(ckpt), out / f"{method}-eval", reference="embedded", targets=list(targets),
                                 limit=limit, config=EvalConfig(max_new_tokens=24), train_form="qa",
