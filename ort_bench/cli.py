@@ -149,7 +149,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ort_bench.demo import run_demo
 
-    run_demo(args.out, args.targets, args.method, args.steps, args.limit)
+    run_demo(args.out, args.targets, args.method, args.steps, args.lr, args.limit)
     return 0
 
 
@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--targets", type=_csv, default=list(DEFAULT_TARGETS))
     d.add_argument("--method", default="npo", help="the gradient method to compare with ROCR")
-    d.add_argument("--steps", type=int, default=8, help="training steps of the gradient method")
+    d.add_argument("--steps", type=int, default=12, help="training steps of the gradient method")
+    d.add_argument("--lr", type=float, default=5e-5, help="learning rate of the gradient method")
     d.add_argument("--limit", type=int, default=100, help="probes per split")
     d.set_defaults(func=cmd_demo)
 
