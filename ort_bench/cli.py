@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         ap_.add_argument("--out", required=True, help="output HF directory")
         ap_.set_defaults(func=cmd_attack)
 
-    from ort_bench.demo import DEFAULT_TARGETS
+    from ort_bench.demo import DEFAULT_LIMIT, DEFAULT_TARGETS
 
     d = sub.add_parser("demo", help="the point of the tool in one command, on the embedded model",
                        description="Unlearn a few targets from the embedded model with ROCR and a gradient "
@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", default="npo", help="the gradient method to compare with ROCR")
     d.add_argument("--steps", type=int, default=12, help="training steps of the gradient method")
     d.add_argument("--lr", type=float, default=5e-5, help="learning rate of the gradient method")
-    d.add_argument("--limit", type=int, default=100, help="probes per split")
+    d.add_argument("--limit", type=_limit, default=None,
+                   help="probes per split, spread over forms and targets: N or split=N,... (default: "
+                   + ",".join(f"{k}={v}" for k, v in DEFAULT_LIMIT.items()) + ")")
     d.set_defaults(func=cmd_demo)
 
     sb = sub.add_parser("submit", help="verify an evaluate run and add it to the leaderboard",

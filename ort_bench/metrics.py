@@ -208,6 +208,11 @@ REQUIRED_COLUMNS = ("probe_id", "split", "form", "scorer", "primary")
 # (per-token perplexity <= 10), well above chance for an open vocabulary.
 KNOWN_THRESHOLDS: dict[str, float] = {"rouge_l_recall": 0.5, "choice_acc": 1.0, "prob": 0.1}
 
+# A form needs this many probes the reference knows before its efficacy counts: with two known
+# probes a form's E is 0, 0.5 or 1 by chance, and the minimum over forms (WFE) picks such noise
+# first (measured: 2 known MCQ probes of 27 decided the WFE of 7 of the 14 runs in docs/RESULTS.md).
+MIN_KNOWN_PER_FORM = 5
+
 HIGHER = "higher is better"
 LOWER = "lower is better"
 CONTEXT = "neither (context)"
@@ -381,14 +386,16 @@ def _retention_block(j: pd.DataFrame, n_boot: int, seed: int, alpha: float, labe
 
 def compare(model_records: pd.DataFrame, reference_records: pd.DataFrame,
             thresholds: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0,
-            train_form: str | None = None, alpha: float = 0.05) -> dict[str, Any]:
+            train_form: str | None = None, alpha: float = 0.05,
+            min_known: int = MIN_KNOWN_PER_FORM) -> dict[str, Any]:
     """An unlearned model M against its reference M0 (design, "Metrics"), on the probes both have.
 
     Only probes the reference knows count (`known_mask`). Per form f of the forget split:
     S_f = mean primary, R_f = S_f(M) / S_f(M0), E_f = clip(1 - R_f, 0, 1), with percentile CIs from
-    resampling the form's probes jointly for M and M0. A form with no known probe, or with
-    S_f(M0) = 0 (possible only with thresholds that let 0 through), has R_f and E_f undefined: it is
-    reported with null values and a reason, and left out of WFE and the form gap.
+    resampling the form's probes jointly for M and M0. A form with fewer than `min_known` known
+    probes, or with S_f(M0) = 0 (possible only with thresholds that let 0 through), has R_f and E_f
+    undefined: it is reported with its scores, null R and E and a reason, and left out of WFE and the
+    form gap.
     WFE = min_f E_f (ties: first form in sorted order); form_gap = max_f E_f - min_f E_f (null with
     fewer than two scored forms); train_form_gap = E_train_form - WFE. Its CIs come from a
     stratified bootstrap (each form resampled on its own, replicate by replicate).
@@ -397,6 +404,8 @@ def compare(model_records: pd.DataFrame, reference_records: pd.DataFrame,
     rouge-scored probes, all splits, not filtered) is reported beside utility, not inside it.
     ort_score = harmonic mean of WFE and utility (0 if either is 0; null if either is undefined).
     Returns plain JSON-ready values (NaN as None)."""
+    if min_known < 1:
+        raise ValueError(f"min_known must be at least 1 (got {min_known})")
     th = {**KNOWN_THRESHOLDS, **(thresholds or {})}
     j, unmatched = _joined(model_records, reference_records)
     known = known_mask(reference_records, th)
@@ -422,6 +431,8 @@ def compare(model_records: pd.DataFrame, reference_records: pd.DataFrame,
         excluded = None
         if len(vm) == 0:
             excluded = "no known probes: R undefined"
+        elif len(vm) < min_known:
+            excluded = f"only {len(vm)} known probes (fewer than {min_known}): too few to score"
         elif not s_r > 0:
             excluded = "reference score is 0: R undefined"
         else:
@@ -495,7 +506,7 @@ def compare(model_records: pd.DataFrame, reference_records: pd.DataFrame,
         "n_forms_scored": len(scored),
         "n_total": int(len(j)), "n_known": int(j["known"].sum()), "counts": counts, **unmatched,
         "forms": form_rows, "neighbour": neighbour, "general": general,
-        "thresholds": th, "n_boot": n_boot, "seed": seed, "alpha": alpha,
+        "thresholds": th, "min_known": min_known, "n_boot": n_boot, "seed": seed, "alpha": alpha,
         "ci_method": "percentile bootstrap over probes (joint for model and reference; stratified by form "
                      "for WFE and form gap)",
         "rouge_variant": ROUGE_VARIANT, "directions": dict(DIRECTIONS),

@@ -157,10 +157,13 @@ def answers_for(kb: KnowledgeBase, fact: Fact, lang: str, answer_from: str) -> l
     return _dedupe([kb.name(fact.object, lang), fact.object, *fact.object_aliases])
 
 
-def _choices(tpl: Template) -> tuple[str, ...] | None:
+def _choices(tpl: Template, ctx: dict[str, Any]) -> tuple[str, ...] | None:
+    """What a choice probe scores: the letters, the option texts of this fact, or a fixed list."""
     c = tpl.spec.choices
     if c is None:
         return None
+    if c == "option_texts":
+        return tuple(ctx["options"])
     return LETTERS if c == "options" else tuple(c)
 
 
@@ -183,7 +186,7 @@ def render_fact(kb: KnowledgeBase, builder: ContextBuilder, tpl: Template, fact:
             summary.skipped[(spec.id, reason)] += 1
             continue
         out = tpl.render(ctx, answers_for(kb, fact, spec.lang, spec.answer_from))
-        choices = _choices(tpl)
+        choices = _choices(tpl, ctx)
         if choices is not None and (not out["answers"] or out["answers"][0] not in choices):
             raise OrtBenchError(f"{tpl.path.name}: target renders {out['answers'][:1]} which is not a choice")
         probes.append(Probe(

@@ -64,7 +64,8 @@ class TemplateMeta(BaseModel):
     needs: tuple[str, ...] = ()
     hops: Literal[1, 2] = 1
     answer_from: Literal["object", "subject"] = "object"
-    choices: Literal["options"] | tuple[str, ...] | None = None
+    # "options": the letters A-D; "option_texts": the four options themselves; or a fixed list
+    choices: Literal["options", "option_texts"] | tuple[str, ...] | None = None
     description: str = ""
 
 
@@ -175,6 +176,8 @@ def check_variables(tpl: Template) -> None:
                 raise OrtBenchError(f"{name}: {var}: unknown variable in {body}")
             if var not in tpl.spec.needs:
                 raise OrtBenchError(f"{name}: {var}: used in {body} but not declared in needs")
+    if tpl.spec.choices == "option_texts" and "options" not in tpl.spec.needs:
+        raise OrtBenchError(f"{name}: options: an option_texts template must show its options")
     if tpl.spec.choices == "options" and not {"options", "answer_letter"} & set(tpl.spec.needs):
         raise OrtBenchError(f"{name}: options: a choice template must show its options")
 

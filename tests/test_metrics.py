@@ -232,7 +232,7 @@ def _synthetic() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_compare_by_hand():
     model, ref = _synthetic()
-    out = compare(model, ref, train_form="qa")
+    out = compare(model, ref, train_form="qa", min_known=1)
     forms = {r["form"]: r for r in out["forms"]}
     assert list(forms) == ["cloze", "mcq", "qa"]
     # qa, known q1..q3: S(M) = (0 + .5 + .5)/3 = 1/3, S(M0) = (1 + 1 + .5)/3 = 5/6, R = (1/3)/(5/6) = 0.4, E = 0.6
@@ -268,8 +268,8 @@ def test_compare_by_hand():
 
 def test_compare_cis_directions_and_json():
     model, ref = _synthetic()
-    out = compare(model, ref, train_form="qa", n_boot=500, seed=7)
-    assert out == compare(model, ref, train_form="qa", n_boot=500, seed=7)  # deterministic
+    out = compare(model, ref, train_form="qa", n_boot=500, seed=7, min_known=1)
+    assert out == compare(model, ref, train_form="qa", n_boot=500, seed=7, min_known=1)  # deterministic
     for r in out["forms"]:
         assert 0.0 <= r["efficacy_ci_low"] <= r["efficacy"] <= r["efficacy_ci_high"] <= 1.0
         assert r["score_model_ci_low"] <= r["score_model"] <= r["score_model_ci_high"]
@@ -294,7 +294,7 @@ def test_compare_cis_directions_and_json():
 def test_knowledge_filter_changes_the_result():
     model, ref = _synthetic()
     # with every probe counted (thresholds 0), qa: S(M) = 2/4 = .5, S(M0) = 2.75/4 -> R = 2/2.75, E = .75/2.75
-    everything = compare(model, ref, thresholds={"rouge_l_recall": 0.0, "prob": 0.0, "choice_acc": 0.0})
+    everything = compare(model, ref, thresholds={"rouge_l_recall": 0.0, "prob": 0.0, "choice_acc": 0.0}, min_known=1)
     qa = next(r for r in everything["forms"] if r["form"] == "qa")
     assert qa["n_known"] == 4 and qa["efficacy"] == pytest.approx(0.75 / 2.75)
     # neighbour with n3: S(M) = 2.5/3, S(M0) = 2/3 -> R = 1.25 -> clipped to 1
@@ -306,7 +306,7 @@ def test_form_with_zero_reference_score_is_excluded():
     model = pd.DataFrame([_rec(i, "forget", f, "rouge_l_recall", m) for i, f, m, _ in rows])
     ref = pd.DataFrame([_rec(i, "forget", f, "rouge_l_recall", r) for i, f, _, r in rows])
     # threshold 0 lets the subtoken probes through: S_subtoken(M0) = 0 -> R undefined -> excluded
-    out = compare(model, ref, thresholds={"rouge_l_recall": 0.0})
+    out = compare(model, ref, thresholds={"rouge_l_recall": 0.0}, min_known=1)
     sub = next(r for r in out["forms"] if r["form"] == "subtoken")
     assert sub["n_known"] == 2 and sub["score_reference"] == 0.0 and sub["score_model"] == 0.5
     assert sub["retained_knowledge"] is None and sub["efficacy"] is None and "reference score is 0" in sub["excluded"]
@@ -322,12 +322,35 @@ def test_form_with_zero_reference_score_is_excluded():
     json.dumps(out, allow_nan=False)
 
 
+def test_form_with_too_few_known_probes_is_left_out_of_wfe():
+    # qa: 5 known probes, all forgotten (E = 1); mcq: 2 known, both still answered (E = 0)
+    rows = [(f"q{k}", "qa", "rouge_l_recall", 0.0, 1.0) for k in range(5)]
+    rows += [("m1", "mcq", "choice_acc", 1.0, 1.0), ("m2", "mcq", "choice_acc", 1.0, 1.0)]
+    model = pd.DataFrame([_rec(i, "forget", f, sc, m) for i, f, sc, m, _ in rows])
+    ref = pd.DataFrame([_rec(i, "forget", f, sc, r) for i, f, sc, _, r in rows])
+    # counted with any number of known probes, the two MCQ probes decide the WFE
+    loose = compare(model, ref, min_known=1)
+    assert loose["worst_form"] == "mcq" and loose["worst_form_efficacy"] == 0.0 and loose["form_gap"] == 1.0
+    # by default (MIN_KNOWN_PER_FORM = 5) mcq keeps its scores but gets no efficacy and no say in WFE
+    out = compare(model, ref)
+    assert out["min_known"] == metrics.MIN_KNOWN_PER_FORM == 5
+    mcq = next(r for r in out["forms"] if r["form"] == "mcq")
+    assert mcq["n_known"] == 2 and mcq["score_model"] == 1.0 and mcq["efficacy"] is None
+    assert "only 2 known probes (fewer than 5)" in mcq["excluded"]
+    assert out["worst_form"] == "qa" and out["worst_form_efficacy"] == 1.0 and out["n_forms_scored"] == 1
+    assert out["form_gap"] is None
+    # exactly min_known known probes is enough
+    assert compare(model, ref, min_known=2)["worst_form"] == "mcq"
+    with pytest.raises(ValueError, match="min_known"):
+        compare(model, ref, min_known=0)
+
+
 def test_efficacy_is_clipped_and_zero_wfe_gives_zero_ort():
     rows = [("q1", "forget", "qa", 0.0, 1.0), ("r1", "forget", "reverse", 1.0, 0.5),
             ("r2", "forget", "reverse", 1.0, 1.0), ("n1", "neighbour", "qa", 1.0, 1.0)]
     model = pd.DataFrame([_rec(i, s, f, "rouge_l_recall", m) for i, s, f, m, _ in rows])
     ref = pd.DataFrame([_rec(i, s, f, "rouge_l_recall", r) for i, s, f, _, r in rows])
-    out = compare(model, ref, train_form="qa")
+    out = compare(model, ref, train_form="qa", min_known=1)
     forms = {r["form"]: r for r in out["forms"]}
     # reverse: S(M) = 1, S(M0) = .75 -> R = 4/3 -> E = clip(-1/3) = 0; qa: R = 0 -> E = 1
     assert forms["reverse"]["retained_knowledge"] == pytest.approx(4 / 3) and forms["reverse"]["efficacy"] == 0.0
@@ -340,7 +363,7 @@ def test_efficacy_is_clipped_and_zero_wfe_gives_zero_ort():
 
 def test_compare_rejects_inconsistent_records_and_reports_unmatched():
     model, ref = _synthetic()
-    out = compare(model[model["probe_id"] != "u3"], ref)
+    out = compare(model[model["probe_id"] != "u3"], ref, min_known=1)
     assert out["n_reference_only"] == 1 and out["n_model_only"] == 0 and out["n_total"] == 16
     bad = ref.copy()
     bad.loc[bad["probe_id"] == "q1", "form"] = "cloze"

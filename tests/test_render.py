@@ -58,6 +58,37 @@ def test_mcq_has_four_distinct_options_with_gold_among_them(kb, templates):
         assert options[p.gold_index] == gold_fact
 
 
+OPTION_TEXT_TEMPLATE = """id: t-mcq-text
+form: mcq
+lang: en
+scorer: choice_acc
+needs: [question, options]
+choices: option_texts
+prompt: |-
+  {{ question }}
+  {% for o in options %}- {{ o }}
+  {% endfor %}Reply with the option.
+target: "{{ answer }}"
+"""
+
+
+def test_option_text_mcq_scores_the_options_themselves(kb, tmp_path):
+    path = tmp_path / "mcq-text.yaml"
+    path.write_text(OPTION_TEXT_TEMPLATE)
+    probes, _ = render_probes(kb, [load_template(path)], "neighbour", forms=["mcq"])
+    assert probes
+    for p in probes:
+        shown = [line[2:] for line in p.prompt.splitlines()[1:5]]
+        assert p.choices == tuple(shown) and len(set(shown)) == 4  # this fact's options, in the shown order
+        gold = {"germany.capital": "Berlin", "spain.capital": "Madrid"}[p.fact_ids[0]]
+        assert p.answers == (gold,) and p.choices[p.gold_index] == gold
+    # a template that scores option texts must show them
+    path.write_text(OPTION_TEXT_TEMPLATE.replace("needs: [question, options]", "needs: [question]")
+                    .replace("{% for o in options %}- {{ o }}\n  {% endfor %}", ""))
+    with pytest.raises(OrtBenchError, match="mcq-text.yaml: options: an option_texts template must show"):
+        load_template(path)
+
+
 def test_mcq_without_four_options_is_skipped_and_counted(kb, templates):
     # located_in_country has one distinct object in the fixture: no 3 distractors.
     probes, summary = render_probes(kb, templates, "utility", forms=["mcq"])
