@@ -16,16 +16,20 @@ PROBE_SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 
-def spread(items: list[T], *keys: Callable[[T], str]) -> list[T]:
-    """Round-robin over the groups of `keys[0]` (in sorted order), each group itself spread over
-    `keys[1:]`; items keep their order inside the last grouping. So the first N items cover every
-    form, and inside a form every target, instead of the first target only (`--limit N`)."""
+def spread(items: list[T], *keys: Callable[[T], str], start: int = 0) -> list[T]:
+    """Round-robin over the groups of `keys[0]` (sorted, rotated to begin at group `start`), each
+    group itself spread over `keys[1:]` beginning at its own position; items keep their order inside
+    the last grouping. So the first N items cover every form, inside a form every target, and the
+    targets begin at different templates, so a handful of probes per target still covers every
+    template variant (`--limit N`) instead of the first target's first template."""
     if not keys:
         return list(items)
     groups: dict[str, list[T]] = {}
     for it in items:
         groups.setdefault(keys[0](it), []).append(it)
-    queues = [spread(groups[k], *keys[1:]) for k in sorted(groups)]
+    queues = [spread(groups[k], *keys[1:], start=i) for i, k in enumerate(sorted(groups))]
+    if queues:
+        queues = queues[start % len(queues):] + queues[:start % len(queues)]
     out: list[T] = []
     for i in range(max((len(q) for q in queues), default=0)):
         out.extend(q[i] for q in queues if i < len(q))

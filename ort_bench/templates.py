@@ -177,7 +177,7 @@ def check_variables(tpl: Template) -> None:
             if var not in tpl.spec.needs:
                 raise OrtBenchError(f"{name}: {var}: used in {body} but not declared in needs")
     if tpl.spec.choices == "option_texts" and "options" not in tpl.spec.needs:
-        raise OrtBenchError(f"{name}: options: an option_texts template must show its options")
+        raise OrtBenchError(f"{name}: options: an option_texts template scores the options: declare them in needs")
     if tpl.spec.choices == "options" and not {"options", "answer_letter"} & set(tpl.spec.needs):
         raise OrtBenchError(f"{name}: options: a choice template must show its options")
 

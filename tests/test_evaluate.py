@@ -111,6 +111,10 @@ def test_limit_spreads_over_targets_inside_a_form_and_can_differ_per_split(monke
     tf, _ = select_probes(["forget"], forms=["true_false"], limit=2 * len(targets))
     per_target = {t: {p.answers[0] for p in tf if p.target == t} for t in targets}
     assert all(v == {"True", "False"} for v in per_target.values())  # both variants, for every target
+    all_mcq, _ = select_probes(["forget"], forms=["mcq"])
+    mcq, _ = select_probes(["forget"], forms=["mcq"], limit=len(targets))
+    # one probe per target, yet every template variant: each target starts at another template
+    assert {p.template_id for p in mcq} == {p.template_id for p in all_mcq} and len({p.template_id for p in mcq}) >= 4
     both, _ = select_probes(["forget", "utility"], limit={"forget": 2, "utility": 3})
     assert [p.split for p in both] == ["forget"] * 2 + ["utility"] * 3
 

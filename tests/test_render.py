@@ -82,10 +82,15 @@ def test_option_text_mcq_scores_the_options_themselves(kb, tmp_path):
         assert p.choices == tuple(shown) and len(set(shown)) == 4  # this fact's options, in the shown order
         gold = {"germany.capital": "Berlin", "spain.capital": "Madrid"}[p.fact_ids[0]]
         assert p.answers == (gold,) and p.choices[p.gold_index] == gold
-    # a template that scores option texts must show them
+    # ranking (the options not shown): the same choices, in the same order, for the same fact
+    path.write_text(OPTION_TEXT_TEMPLATE.replace("{% for o in options %}- {{ o }}\n  {% endfor %}", ""))
+    ranked, _ = render_probes(kb, [load_template(path)], "neighbour", forms=["mcq"])
+    assert [(p.prompt, p.choices, p.answers) for p in ranked] == \
+        [(p.prompt.splitlines()[0] + "\nReply with the option.", p.choices, p.answers) for p in probes]
+    # the options it scores must be declared (facts without 4 options are then skipped, not crashed on)
     path.write_text(OPTION_TEXT_TEMPLATE.replace("needs: [question, options]", "needs: [question]")
                     .replace("{% for o in options %}- {{ o }}\n  {% endfor %}", ""))
-    with pytest.raises(OrtBenchError, match="mcq-text.yaml: options: an option_texts template must show"):
+    with pytest.raises(OrtBenchError, match="mcq-text.yaml: options: an option_texts template scores the options"):
         load_template(path)
 
 
