@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ort_bench.errors import OrtBenchError
 from ort_bench.facts import SPLITS, load_kb
 from ort_bench.probes import Probe, read_probes, spread_for_limit
-from ort_bench.records import RecordWriter, check_seal, load_records, record_key, sha256_json
+from ort_bench.records import RecordWriter, check_seal, load_records, put_in_order, record_key, sha256_json
 from ort_bench.render import render_probes
 from ort_bench.templates import load_templates, templates_hash
 
@@ -275,6 +275,7 @@ def evaluate(
     if reference is not None:
         ref_records, ref_info = score_model(reference, probes, records_path, config, "reference", progress,
                                               reuse=[Path(r) for r in reuse or []])
+    put_in_order(records_path, [r["key"] for r in model_records + (ref_records or [])])
     import pandas as pd
 
     summary = metrics.summarize_single(pd.DataFrame(model_records))

@@ -64,6 +64,27 @@ def load_records(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def put_in_order(path: Path, keys: list[str]) -> None:
+    """Rewrite `path` so that the records of `keys` come first, in that order (a run's probe order,
+    which submit checks against `hashes.probes_sha256`), followed by every other record it holds
+    (other selections resumed in the same folder: nothing is dropped). Records arrive as batches
+    finish and as reused runs lend them, so a finished run's file is put in order once; the
+    rewrite goes to a temporary file and replaces the old one atomically."""
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    by_key = {json.loads(ln)["key"]: ln for ln in lines}
+    first = list(dict.fromkeys(k for k in keys if k in by_key))
+    placed = set(first)
+    ordered = [by_key[k] for k in first] + [ln for k, ln in by_key.items() if k not in placed]
+    if ordered == lines:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="\n") as fh:
+        fh.write("".join(ln + "\n" for ln in ordered))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def _truncate_last_line(path: Path) -> None:
     data = path.read_bytes()
     cut = data.rstrip(b"\n").rfind(b"\n")

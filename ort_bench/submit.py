@@ -32,7 +32,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.probes import spread_for_limit
 from ort_bench.records import check_seal, record_key, sha256_json
 from ort_bench.results import BENCHMARK_VERSION, Results, read_results
 from ort_bench.templates import FORMS
@@ -188,16 +187,6 @@ def _check_records(path: Path, res: Results) -> dict[str, list[dict[str, Any]]]:
     return by_role
 
 
-def _selection_order(records: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
-    """The records in the order `evaluate.select_probes` gives probes: split by split, spread over
-    forms, targets and templates as `probes.spread_for_limit` does."""
-    order = list(splits) + sorted({r.get("split") for r in records} - set(splits), key=str)
-    out: list[dict[str, Any]] = []
-    for split in order:
-        out += spread_for_limit([r for r in records if r.get("split") == split], get=dict.get)
-    return out
-
-
 def _check_coverage(res: Results, by_role: dict[str, list[dict[str, Any]]]) -> None:
     model, ref = by_role["model"], by_role["reference"]
     if not model:
@@ -210,13 +199,9 @@ def _check_coverage(res: Results, by_role: dict[str, list[dict[str, Any]]]) -> N
                             "probes were scored (records of another run in the folder?)")
     probes_sha = res.hashes.get("probes_sha256")
     if probes_sha is not None and sha256_json([r.get("probe_id") for r in model]) != probes_sha:
-        # A resumed run (say --limit first, then the full run) wrote its records in another order
-        # than the probes were selected; rebuild evaluate's order and check again.
-        canonical = _selection_order(model, res.selection.get("splits") or [])
-        if sha256_json([r.get("probe_id") for r in canonical]) != probes_sha:
-            raise OrtBenchError(f"{RECORDS_FILE}: the model records are not the probes results.json lists "
-                                "(hashes.probes_sha256 does not match)")
-        model[:] = canonical
+        # evaluate leaves a finished run's records in probe order (records.put_in_order)
+        raise OrtBenchError(f"{RECORDS_FILE}: the model records are not the probes results.json lists, in its "
+                            "order (hashes.probes_sha256 does not match)")
     if sorted(r["probe_sha256"] for r in ref) != sorted(r["probe_sha256"] for r in model):
         raise OrtBenchError(f"{RECORDS_FILE}: the reference records do not cover the same probes as the model records")
     need = required_forms(res.benchmark_version)

@@ -16,7 +16,7 @@ import pytest
 from ort_bench.cli import main
 from ort_bench.errors import OrtBenchError
 from ort_bench.evaluate import EvalConfig, evaluate
-from ort_bench.records import check_seal
+from ort_bench.records import check_seal, sha256_json
 from ort_bench.results import markdown_table, read_results
 
 FIX = Path(__file__).parent / "fixtures"
@@ -76,14 +76,19 @@ def test_another_model_never_reuses_answers(tiny_llama_dir, tiny_gpt2_dir, tmp_p
 
 
 def test_reuse_copies_only_the_same_models_records(tiny_llama_dir, tiny_gpt2_dir, tmp_path):
-    evaluate(str(tiny_llama_dir), tmp_path / "ref", config=FAST, progress=False)
+    # the lent records come in another order (splits the other way round)
+    evaluate(str(tiny_llama_dir), tmp_path / "ref", splits=["utility", "neighbour", "forget"], config=FAST,
+             progress=False)
     res = evaluate(str(tiny_gpt2_dir), tmp_path / "run", reference=str(tiny_llama_dir), config=FAST,
                    progress=False, reuse=[tmp_path / "ref"])
     assert res["reference"]["new_records"] == 0 and res["reference"]["reused_records"] == 33
     assert res["model"]["new_records"] == 33  # the other model's answers are never borrowed
     records = read_lines(tmp_path / "run" / "records.jsonl")
     assert all(check_seal(r) for r in records)
-    assert sorted({r["role"] for r in records}) == ["model", "reference"]
+    assert [r["role"] for r in records] == ["model"] * 33 + ["reference"] * 33
+    # the finished run's records are in probe order, as submit checks them
+    for role_records in (records[:33], records[33:]):
+        assert sha256_json([r["probe_id"] for r in role_records]) == res["hashes"]["probes_sha256"]
 
 
 def test_changed_parameters_are_scored_again(tiny_llama_dir, tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from ort_bench import metrics
 from ort_bench.errors import OrtBenchError
-from ort_bench.records import RecordWriter, record_key, seal, sha256_json
+from ort_bench.records import RecordWriter, put_in_order, record_key, seal, sha256_json
 from ort_bench.results import build_results, write_results
 from ort_bench.submit import required_forms, submit, verify_run
 from ort_bench.templates import FORMS
@@ -166,13 +166,21 @@ def test_dry_run_checks_but_writes_nothing(run: Path, tmp_path: Path):
     assert out["dry_run"] and not (tmp_path / "lb").exists()
 
 
-def test_records_of_a_resumed_run_in_another_order_are_accepted(run: Path, tmp_path: Path):
-    """`--limit` first, then the full run: the file holds a prefix of every form first."""
+def test_records_of_a_resumed_run_are_put_back_in_probe_order(run: Path, tmp_path: Path):
+    """A resumed run appends records as batches finish and as reused runs lend them; evaluate then
+    puts the run's records in probe order, keeping the records of other selections after them."""
     path = run / "records.jsonl"
     lines = path.read_text().splitlines()
     model, ref = lines[:N], lines[N:]
-    first = [ln for ln in model if json.loads(ln)["split"] == "utility"]  # e.g. a run of one split first
-    path.write_text("\n".join(first + [ln for ln in model if ln not in first] + ref) + "\n")
+    extra = {k: v for k, v in json.loads(model[0]).items() if k != "record_sha256"}
+    extra.update(probe_id="p-of-another-selection", probe_sha256="s-of-another-selection")
+    extra["key"] = record_key(extra["model_fingerprint"], "hf", PARAMS_HASH, extra["probe_sha256"])
+    other = json.dumps(seal(extra), ensure_ascii=False, separators=(",", ":"))
+    path.write_text("\n".join([other] + ref + list(reversed(model))) + "\n")
+    put_in_order(path, [json.loads(ln)["key"] for ln in model + ref])
+    assert path.read_text().splitlines() == model + ref + [other]
+    refused(run, r"records of another run in the folder", tmp_path)
+    path.write_text("\n".join(model + ref) + "\n")
     assert verify_run(run).n_records == {"model": N, "reference": N}
 
 
