@@ -39,11 +39,11 @@ def spread(items: list[T], *keys: Callable[[T], str], start: int = 0) -> list[T]
 SPREAD_FIELDS = ("form", "target", "template_id")
 
 
-def spread_for_limit(items: list[T], get: Callable[[T, str], Any] = getattr) -> list[T]:
+def spread_for_limit(probes: list[Probe]) -> list[Probe]:
     """Round-robin over forms, inside a form over targets, inside a target over templates: the first
-    N items (`--limit N`) cover every form, target and variant (true and false statements) instead of
-    the first target's first template. `get=dict.get` orders records the same way as probes."""
-    return spread(items, *(lambda it, f=f: str(get(it, f) or "") for f in SPREAD_FIELDS))
+    N probes (`--limit N`) cover every form, target and variant (true and false statements) instead
+    of the first target's first template."""
+    return spread(probes, *(lambda p, f=f: str(getattr(p, f) or "") for f in SPREAD_FIELDS))
 
 
 class Probe(BaseModel):
