@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from ort_bench.api import validate_templates
 from ort_bench.cli import main
 from ort_bench.facts import LANGS, load_kb
+from ort_bench.paths import templates_dir
 from ort_bench.render import render_probes
 from ort_bench.templates import FORMS, load_templates
 
@@ -70,6 +72,15 @@ def test_template_counts(templates):
     assert len(templates) >= 25
     assert forms["qa"] >= 3 and forms["cloze"] >= 3
     assert set(forms) == set(FORMS)
+
+
+def test_templates_readme_lists_every_shipped_template(templates):
+    """templates/README.md is where a newcomer reads what each variant does: it must not go stale."""
+    readme = (templates_dir() / "README.md").read_text(encoding="utf-8").split("## Shipped templates")[1]
+    listed = set(re.findall(r"^\| `([a-z0-9_\-]+)` \|", readme, flags=re.M))
+    assert listed == {t.id for t in templates}
+    for form, n in Counter(t.spec.form for t in templates).items():
+        assert f"### {form} ({n})" in readme
 
 
 def test_templates_validate_over_the_whole_kb(capsys):
