@@ -36,11 +36,13 @@ def render(
     out: str | Path | None = None,
     kb: KnowledgeBase | None = None,
     templates: list[Template] | None = None,
+    retain: str | None = None,
 ) -> tuple[list[Probe], RenderSummary]:
-    """Render probes of one split; write them as JSONL when `out` is given."""
+    """Render probes of one split; write them as JSONL when `out` is given. `retain` ("train" or
+    "eval") keeps one half of the neighbour and utility facts (`facts.retain_half`)."""
     kb = kb or load_kb()
     templates = templates if templates is not None else load_templates()
-    probes, summary = render_probes(kb, templates, split, forms, langs, targets)
+    probes, summary = render_probes(kb, templates, split, forms, langs, targets, retain=retain)
     if out is not None:
         write_probes(out, probes)
     return probes, summary

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ort_bench import api
+from ort_bench.benchmark import VERSIONS
 from ort_bench.errors import OrtBenchError
 from ort_bench.facts import LANGS, SPLITS
 from ort_bench.templates import FORMS, load_templates
@@ -115,9 +116,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
-    from ort_bench.leaderboard import build_leaderboard
+    from ort_bench.leaderboard import build_all, build_leaderboard
 
-    print(json.dumps(build_leaderboard(out=args.out), ensure_ascii=False, indent=2))
+    if args.version == "all":
+        if args.out is not None:
+            raise OrtBenchError("--out needs one --version (each version has its own folder)")
+        print(json.dumps(build_all(), ensure_ascii=False, indent=2))
+    else:
+        print(json.dumps(build_leaderboard(out=args.out, version=args.version), ensure_ascii=False, indent=2))
     return 0
 
 
@@ -283,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     lbsub = lb.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
     lbb = lbsub.add_parser("build", help="recompute every entry; write .md, .csv, .json, heatmap and index.html")
     lbb.add_argument("--out", default=None, help="output folder (default: the versioned leaderboard folder)")
+    lbb.add_argument("--version", default="all", choices=["all", *VERSIONS],
+                     help="benchmark version to build (default: every version with a folder; closed versions "
+                          "rebuild from their stored records with their own definitions)")
     lbb.set_defaults(func=cmd_leaderboard_build)
     return p
 

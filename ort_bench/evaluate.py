@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.facts import SPLITS, load_kb
-from ort_bench.probes import Probe, read_probes, spread_for_limit
+from ort_bench.probes import Probe, read_probes, spread_items
 from ort_bench.records import RecordWriter, check_seal, load_records, put_in_order, record_key, sha256_json
 from ort_bench.render import render_probes
 from ort_bench.templates import load_templates, templates_hash
@@ -41,9 +41,12 @@ class EvalConfig:
     SCORING_FIELDS = ("backend", "max_new_tokens", "seed", "dtype")
 
     def params_hash(self) -> str:
+        from ort_bench.benchmark import CURRENT
         from ort_bench.metrics import ROUGE_VARIANT
 
-        return sha256_json({**{f: getattr(self, f) for f in self.SCORING_FIELDS}, "rouge": ROUGE_VARIANT})[:16]
+        extra = {"benchmark": CURRENT.name} if CURRENT.name != "v1" else {}  # v1 keys stay as they were
+        return sha256_json({**{f: getattr(self, f) for f in self.SCORING_FIELDS}, "rouge": ROUGE_VARIANT,
+                            **extra})[:16]
 
 
 def probe_hash(p: Probe) -> str:
@@ -59,8 +62,12 @@ def select_probes(
     probes_file: str | Path | None = None,
 ) -> tuple[list[Probe], dict[str, str]]:
     """The probes to score (rendered from the shipped KB, or read from a file), and their hashes.
-    `limit` applies per split (one number for all, or a number per split), spread over forms and
-    targets."""
+    `limit` counts items (a true/false pair, the rotations of an MCQ: never cut) per split (one number
+    for all, or a number per split), spread over forms and targets. Neighbour and utility probes come
+    from the retain-eval facts when the benchmark version holds a retain split (shipped KB only: a
+    probes file is scored as given)."""
+    from ort_bench.benchmark import CURRENT
+
     if probes_file is not None:
         all_probes = read_probes(probes_file)
         hashes = {"probes_file": str(probes_file)}
@@ -72,55 +79,68 @@ def select_probes(
         hashes = {"data_sha256": kb.content_hash, "templates_sha256": templates_hash(templates)}
         by_split = {}
         for s in splits:
-            probes, _ = render_probes(kb, templates, s, forms, langs, targets if s != "utility" else None)
+            probes, _ = render_probes(kb, templates, s, forms, langs, targets if s != "utility" else None,
+                                      retain="eval" if CURRENT.retain_split else None)
             by_split[s] = probes
     selected: list[Probe] = []
     for s in splits:
-        probes = spread_for_limit(by_split[s])
+        items = spread_items(by_split[s])
         n = limit.get(s) if isinstance(limit, dict) else limit
-        selected.extend(probes[:n] if n else probes)
+        selected.extend(p for item in (items[:n] if n else items) for p in item)
     hashes["probes_sha256"] = sha256_json([p.id for p in selected])
     return selected, hashes
 
 
 def _score_chunk(backend: Any, tokenizer: Any, probes: list[Probe], config: EvalConfig) -> list[dict[str, Any]]:
-    """Generate where the primary score needs free text; score likelihoods for every probe."""
+    """Generate where the scorer needs free text; score likelihoods for every probe (identical
+    (context, continuation) requests, such as the rotations of a ranked MCQ, are computed once)."""
     from ort_bench import metrics
     from ort_bench.backends import GenerationParams
     from ort_bench.prompting import format_prompt, join_continuation
+    from ort_bench.scorers import NEUTRAL_PROMPT, choice_scores, decide_choice, get_scorer
 
     contexts = [format_prompt(tokenizer, p.prompt, p.system, p.prefill) for p in probes]
-    gen_idx = [i for i, p in enumerate(probes) if p.scorer == "rouge_l_recall"]
+    scorers = [get_scorer(p.scorer) for p in probes]
+    gen_idx = [i for i, sc in enumerate(scorers) if sc.needs_generation]
     params = GenerationParams(max_new_tokens=config.max_new_tokens, seed=config.seed)
     generated = backend.generate([contexts[i] for i in gen_idx], params) if gen_idx else []
     outputs: dict[int, str] = dict(zip(gen_idx, generated, strict=True))
 
-    requests: list[tuple[str, str]] = []
-    spans: list[tuple[int, int]] = []
-    for p, ctx in zip(probes, contexts, strict=True):
+    unique: dict[tuple[str, str], int] = {}
+    spans: list[list[int]] = []
+    neutral_spans: dict[int, list[int]] = {}
+    for i, (p, ctx, scorer) in enumerate(zip(probes, contexts, scorers, strict=True)):
         conts = p.choices if p.choices is not None else p.answers
-        spans.append((len(requests), len(conts)))
-        requests.extend((ctx, join_continuation(ctx, c)) for c in conts)
-    lls = backend.loglikelihood(requests)
+        spans.append([unique.setdefault((ctx, join_continuation(ctx, c)), len(unique)) for c in conts])
+        if scorer.decide == "calibrated_per_byte":
+            neutral = format_prompt(tokenizer, NEUTRAL_PROMPT, p.system, p.prefill)
+            neutral_spans[i] = [unique.setdefault((neutral, join_continuation(neutral, c)), len(unique))
+                                for c in conts]
+    lls = backend.loglikelihood(list(unique))
 
     records = []
-    for i, (p, ctx) in enumerate(zip(probes, contexts, strict=True)):
-        start, n = spans[i]
-        items = [(ll.logprob, ll.n_tokens) for ll in lls[start:start + n]]
+    for i, (p, ctx, scorer) in enumerate(zip(probes, contexts, scorers, strict=True)):
+        items = [(lls[k].logprob, lls[k].n_tokens) for k in spans[i]]
         rec: dict[str, Any] = {"prompt_text": ctx, "output": outputs.get(i, ""), "rouge_l_recall": None,
                                "choice_acc": None}
         if p.choices is not None:
             gold = p.gold_index
-            rec["choice_acc"] = metrics.choice_acc([lp for lp, _ in items], gold)
+            neutral = [lls[k].logprob for k in neutral_spans[i]] if i in neutral_spans else None
+            scores = choice_scores(scorer, [lp for lp, _ in items], p.choices, neutral)
+            rec["choice_acc"] = decide_choice(scores, gold)
             rec["prob"] = metrics.prob_from_logprobs([items[gold]])
             rec["choice_logprobs"] = [lp for lp, _ in items]
+            if neutral is not None:
+                rec["choice_logprobs_neutral"] = neutral
+                rec["choice_scores"] = scores
             if i not in outputs:
-                rec["output"] = p.choices[max(range(n), key=lambda k: items[k][0])]
+                rec["output"] = p.choices[max(range(len(items)), key=lambda k: scores[k])]
         else:
             rec["prob"] = metrics.prob_from_logprobs(items)
         if i in outputs:
             rec["rouge_l_recall"] = metrics.rouge_l_recall(outputs[i], p.answers)
-        rec["primary"] = rec[p.scorer]
+        # the probe's decision; the item's score (all its probes right) is made in metrics_v2.items_of
+        rec["primary"] = rec["choice_acc"] if p.choices is not None else rec[p.scorer]
         records.append(rec)
     return records
 
@@ -214,6 +234,8 @@ def score_model(
                         "probe_sha256": probe_hash(p), "split": p.split, "target": p.target, "form": p.form,
                         "lang": p.lang, "template_id": p.template_id, "fact_ids": list(p.fact_ids),
                         "scorer": p.scorer, "answers": list(p.answers),
+                        **({"item_id": p.item_id, "variant": p.variant, "item_size": p.item_size}
+                           if p.item_id else {}),
                         **rec,
                     })
                 writer.write(new)
@@ -258,7 +280,7 @@ def evaluate(
     """Score `model` (and `reference`) and write `out/records.jsonl` and `out/results.json`.
     `reuse`: earlier run folders whose records of the same models may be copied instead of rescored
     (for example the reference's, shared by every unlearned model of an experiment)."""
-    from ort_bench import metrics
+    from ort_bench.benchmark import CURRENT
     from ort_bench.results import build_results, write_results
 
     config = config or EvalConfig()
@@ -278,12 +300,13 @@ def evaluate(
     put_in_order(records_path, [r["key"] for r in model_records + (ref_records or [])])
     import pandas as pd
 
-    summary = metrics.summarize_single(pd.DataFrame(model_records))
+    summary = CURRENT.summarize(pd.DataFrame(model_records))
     comparison = None
     if ref_records is not None:
-        comparison = metrics.compare(pd.DataFrame(model_records), pd.DataFrame(ref_records),
+        comparison = CURRENT.compare(pd.DataFrame(model_records), pd.DataFrame(ref_records),
                                      train_form=train_form, seed=config.seed)
     results = build_results(
+        version=CURRENT,
         model=model_info, reference=ref_info, config=asdict(config), params_hash=config.params_hash(),
         hashes=hashes, versions=_versions(), n_probes=len(probes), summary=summary, comparison=comparison,
         selection={"splits": list(splits), "forms": forms, "langs": langs, "targets": targets, "limit": limit,

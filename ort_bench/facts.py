@@ -29,6 +29,16 @@ _ID = r"^[a-z0-9][a-z0-9_.\-]*$"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
+RETAIN_HALVES: tuple[str, ...] = ("train", "eval")
+
+
+def retain_half(fact_id: str) -> str:
+    """Which half of the neighbour and utility facts a fact is in, by a hash of its id: "train"
+    (what unlearning methods, attacks and ROCR's key corpus may see) or "eval" (what utility is
+    scored on). Deterministic and independent of every other fact, so adding facts moves none."""
+    return RETAIN_HALVES[int(hashlib.sha256(fact_id.encode("utf-8")).hexdigest()[:8], 16) % 2]
+
+
 class Fact(BaseModel):
     """One (subject, relation, object) triple with the aliases its answers may take."""
 

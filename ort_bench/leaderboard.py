@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
 from ort_bench.errors import OrtBenchError
-from ort_bench.results import BENCHMARK_VERSION
 from ort_bench.submit import required_forms, submissions_dir, verify_submission
 
 OUTPUT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "heatmap.svg", "index.html")
@@ -57,6 +57,9 @@ def _entry(sub: Any, run: Any, forms: tuple[str, ...]) -> dict[str, Any]:
         per_form[f] = {"efficacy": row.get("efficacy"), "ci_low": row.get("efficacy_ci_low"),
                        "ci_high": row.get("efficacy_ci_high"), "n_known": row.get("n_known"),
                        "excluded": row.get("excluded")}
+        if get_version(run.results.benchmark_version).reports_prob:
+            per_form[f].update(prob_model=row.get("prob_model"), prob_reference=row.get("prob_reference"),
+                               chance=row.get("chance"))
     cmp = r.get("comparison") or {}
     res = run.results
     return {
@@ -157,6 +160,16 @@ def write_markdown(entries: list[dict[str, Any]], forms: tuple[str, ...], versio
         lines.append("| " + " | ".join(cells) + " |")
     if not entries:
         lines += ["", "No submissions yet: see ../README.md."]
+    if entries and get_version(version).reports_prob:
+        lines += ["", "## ORT's Prob per form", "",
+                  "exp(−mean token NLL) of the gold answer, over every item of the form, per target then over "
+                  "targets (as ORT's evaluation averages): the number to set beside the ORT paper's tables. "
+                  "Model / reference; ↓ for the model.", "",
+                  "| Name | " + " | ".join(forms) + " |", "|---|" + "---:|" * len(forms)]
+        for e in entries:
+            cells = [f"{_f(e['forms'][f].get('prob_model'))} / {_f(e['forms'][f].get('prob_reference'))}"
+                     for f in forms]
+            lines.append(f"| {_md_text(e['name'])} | " + " | ".join(cells) + " |")
     lines += ["", "## Columns", ""]
     for k, label, help_ in HEADLINE:
         lines.append(f"- **{label}** {ARROW[d[k]]}: {help_}.")
@@ -166,13 +179,15 @@ def write_markdown(entries: list[dict[str, Any]], forms: tuple[str, ...], versio
     return "\n".join(lines) + "\n"
 
 
-def csv_columns(forms: tuple[str, ...]) -> list[str]:
+def csv_columns(forms: tuple[str, ...], prob: bool = False) -> list[str]:
     cols = ["rank", "name", "method", "model_name", "link", "date", "model_fingerprint", "reference",
             "reference_fingerprint", "worst_form_efficacy", "worst_form_efficacy_ci_low",
             "worst_form_efficacy_ci_high", "worst_form", "form_gap", "form_gap_ci_low", "form_gap_ci_high",
             "utility", "ort_score", "fluency", "n_probes", "n_known"]
     for f in forms:
         cols += [f"efficacy_{f}", f"efficacy_{f}_ci_low", f"efficacy_{f}_ci_high"]
+        if prob:
+            cols += [f"prob_model_{f}", f"prob_reference_{f}"]
     return cols
 
 
@@ -182,12 +197,13 @@ def _flat(e: dict[str, Any], forms: tuple[str, ...]) -> dict[str, Any]:
         c = e["forms"][f]
         row[f"efficacy_{f}"], row[f"efficacy_{f}_ci_low"], row[f"efficacy_{f}_ci_high"] = (
             c["efficacy"], c["ci_low"], c["ci_high"])
+        row[f"prob_model_{f}"], row[f"prob_reference_{f}"] = c.get("prob_model"), c.get("prob_reference")
     return row
 
 
-def write_csv(entries: list[dict[str, Any]], forms: tuple[str, ...]) -> str:
+def write_csv(entries: list[dict[str, Any]], forms: tuple[str, ...], version: str) -> str:
     buf = io.StringIO()
-    cols = csv_columns(forms)
+    cols = csv_columns(forms, prob=get_version(version).reports_prob)
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for e in entries:
@@ -314,12 +330,13 @@ def write_html(entries: list[dict[str, Any]], forms: tuple[str, ...], version: s
                        heatmap=_inline_svg(svg) if svg and entries else None)
 
 
-def build_leaderboard(out: str | Path | None = None, root: str | Path | None = None) -> dict[str, Any]:
-    """Verify and re-score every submission under `root` (default: the shipped `leaderboards/`) for this
-    benchmark version, and write the tables and page into `out` (default: `<root>/<version>/`)."""
+def build_leaderboard(out: str | Path | None = None, root: str | Path | None = None,
+                      version: str = BENCHMARK_VERSION) -> dict[str, Any]:
+    """Verify and re-score every submission of benchmark `version` under `root` (default: the shipped
+    `leaderboards/`), and write the tables and page into `out` (default: `<root>/<version>/`)."""
     from ort_bench.paths import leaderboards_dir
 
-    version = BENCHMARK_VERSION
+    get_version(version)
     root = Path(root) if root is not None else leaderboards_dir()
     out = Path(out) if out is not None else root / version
     forms = required_forms(version)
@@ -327,7 +344,7 @@ def build_leaderboard(out: str | Path | None = None, root: str | Path | None = N
     svg = heatmap_svg(entries, forms)
     files = {
         "leaderboard.md": write_markdown(entries, forms, version),
-        "leaderboard.csv": write_csv(entries, forms),
+        "leaderboard.csv": write_csv(entries, forms, version),
         "leaderboard.json": write_json(entries, forms, version),
         "heatmap.svg": svg,
         "index.html": write_html(entries, forms, version, svg),
@@ -340,3 +357,12 @@ def build_leaderboard(out: str | Path | None = None, root: str | Path | None = N
         tmp.replace(out / fname)
     return {"out": str(out), "benchmark_version": version, "entries": len(entries),
             "names": [e["name"] for e in entries], "files": [str(out / f) for f in OUTPUT_FILES]}
+
+
+def build_all(root: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every benchmark version's leaderboard that has a folder under `root` (closed versions still
+    rebuild, from their stored records, with their own definitions)."""
+    from ort_bench.paths import leaderboards_dir
+
+    base = Path(root) if root is not None else leaderboards_dir()
+    return [build_leaderboard(root=base, version=v) for v in VERSIONS if (base / v).is_dir()]

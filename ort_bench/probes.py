@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ort_bench.jsonl import read_jsonl, write_jsonl
 
-PROBE_SCHEMA_VERSION = 1
+PROBE_SCHEMA_VERSION = 2  # 2: items (item_id, variant, item_size); scorers from ort_bench.scorers
 
 T = TypeVar("T")
 
@@ -39,11 +39,21 @@ def spread(items: list[T], *keys: Callable[[T], str], start: int = 0) -> list[T]
 SPREAD_FIELDS = ("form", "target", "template_id")
 
 
+def spread_items(probes: list[Probe]) -> list[list[Probe]]:
+    """The items (groups of probes sharing `item_id`: a true/false pair, the rotations of an MCQ),
+    round-robin over forms, inside a form over targets, inside a target over templates: the first N
+    items (`--limit N`) cover every form, target and variant instead of the first target's first
+    template, and an item is never cut in half."""
+    groups: dict[str, list[Probe]] = {}
+    for p in probes:
+        groups.setdefault(p.item_key, []).append(p)
+    heads = spread([g[0] for g in groups.values()], *(lambda p, f=f: str(getattr(p, f) or "") for f in SPREAD_FIELDS))
+    return [groups[h.item_key] for h in heads]
+
+
 def spread_for_limit(probes: list[Probe]) -> list[Probe]:
-    """Round-robin over forms, inside a form over targets, inside a target over templates: the first
-    N probes (`--limit N`) cover every form, target and variant (true and false statements) instead
-    of the first target's first template."""
-    return spread(probes, *(lambda p, f=f: str(getattr(p, f) or "") for f in SPREAD_FIELDS))
+    """`spread_items`, flattened: the probe order of a run."""
+    return [p for item in spread_items(probes) for p in item]
 
 
 class Probe(BaseModel):
@@ -61,8 +71,20 @@ class Probe(BaseModel):
     prefill: str | None = None
     answers: tuple[str, ...] = Field(min_length=1)
     choices: tuple[str, ...] | None = None
-    scorer: Literal["rouge_l_recall", "prob", "choice_acc"]
+    scorer: str
     hops: int = 1
+    item_id: str | None = None  # the item this probe is one part of (None: the probe is the item)
+    variant: str | None = None  # which part: "true" / "false" of a pair, "rot0".."rot3" of an MCQ
+    item_size: int = 1  # probes in the item
+
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, v: str) -> str:
+        from ort_bench.scorers import SCORERS
+
+        if v not in SCORERS:
+            raise ValueError(f"unknown scorer {v!r} (known: {', '.join(SCORERS)})")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -83,13 +105,19 @@ class Probe(BaseModel):
         return self
 
     @property
+    def item_key(self) -> str:
+        return self.item_id or self.id
+
+    @property
     def gold_index(self) -> int | None:
         return None if self.choices is None else self.choices.index(self.answers[0])
 
 
-def probe_id(template_id: str, fact_ids: tuple[str, ...] | list[str]) -> str:
-    """Stable id: the same template over the same facts always gets the same id."""
-    return hashlib.sha256(f"{template_id}|{'+'.join(fact_ids)}".encode()).hexdigest()[:16]
+def probe_id(template_id: str, fact_ids: tuple[str, ...] | list[str], variant: str | None = None) -> str:
+    """Stable id: the same template over the same facts (and the same part of an item) always gets
+    the same id. Without a variant it is also the item's id."""
+    key = f"{template_id}|{'+'.join(fact_ids)}" + (f"|{variant}" if variant else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def read_probes(path: str | Path) -> list[Probe]:
@@ -110,4 +138,6 @@ def probes_dataset(probes: list[Probe]):
         r["system"] = r["system"] or ""
         r["prefill"] = r["prefill"] or ""
         r["target"] = r["target"] or ""
+        r["item_id"] = r["item_id"] or r["id"]
+        r["variant"] = r["variant"] or ""
     return datasets.Dataset.from_list(rows)

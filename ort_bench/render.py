@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.facts import SPLITS, Fact, KnowledgeBase, fill
+from ort_bench.facts import SPLITS, Fact, KnowledgeBase, fill, retain_half
 from ort_bench.probes import Probe, probe_id
+from ort_bench.scorers import SCORERS
 from ort_bench.templates import Template
 
 LETTERS = ("A", "B", "C", "D")
@@ -167,6 +168,25 @@ def _choices(tpl: Template, ctx: dict[str, Any]) -> tuple[str, ...] | None:
     return LETTERS if c == "options" else tuple(c)
 
 
+def item_variants(tpl: Template, ctx: dict[str, Any], answers: list[str]) -> list[tuple[str | None, dict, list[str]]]:
+    """The probes one fact x template renders into, as (variant, context, answers), by the item kind
+    of the template's scorer: one probe; the true and the false statement (`pair`, gold = the first
+    and the second label); every rotation of the option order (`circular`)."""
+    item = SCORERS[tpl.spec.scorer].item
+    if item == "pair":
+        true_label, false_label = tpl.spec.choices  # type: ignore[misc]
+        return [("true", ctx, [true_label]), ("false", {**ctx, "statement": ctx["false_statement"]}, [false_label])]
+    if item == "circular":
+        out = []
+        options, gold = ctx["options"], LETTERS.index(ctx["answer_letter"])
+        for k in range(len(options)):
+            rotated = options[k:] + options[:k]
+            out.append((f"rot{k}", {**ctx, "options": rotated, "answer_letter": LETTERS[(gold - k) % len(options)]},
+                        answers))
+        return out
+    return [(None, ctx, answers)]
+
+
 def render_fact(kb: KnowledgeBase, builder: ContextBuilder, tpl: Template, fact: Fact, split: str,
                 summary: RenderSummary) -> list[Probe]:
     spec = tpl.spec
@@ -177,24 +197,30 @@ def render_fact(kb: KnowledgeBase, builder: ContextBuilder, tpl: Template, fact:
             summary.skipped[(spec.id, "no bridge into the subject")] += 1
     else:
         contexts = [((fact.id,), base)]
+    needs = list(spec.needs) + (["false_statement"] if SCORERS[spec.scorer].item == "pair" else []) \
+        + (["options", "answer_letter"] if SCORERS[spec.scorer].item == "circular" else [])
     probes = []
     for fact_ids, ctx in contexts:
-        missing = [n for n in spec.needs if n not in ctx or (n == "en" and ctx["en"] is None)]
+        missing = [n for n in needs if n not in ctx or (n == "en" and ctx["en"] is None)]
         if missing:
             has_lang = spec.lang in kb.relations[fact.relation].phrasings
             reason = f"no {missing[0]} for this fact" if has_lang else f"relation has no {spec.lang} phrasing"
             summary.skipped[(spec.id, reason)] += 1
             continue
-        out = tpl.render(ctx, answers_for(kb, fact, spec.lang, spec.answer_from))
-        choices = _choices(tpl, ctx)
-        if choices is not None and (not out["answers"] or out["answers"][0] not in choices):
-            raise OrtBenchError(f"{tpl.path.name}: target renders {out['answers'][:1]} which is not a choice")
-        probes.append(Probe(
-            id=probe_id(spec.id, fact_ids), split=split, target=fact.target, form=spec.form,
-            lang=spec.lang, template_id=spec.id, fact_ids=fact_ids, prompt=out["prompt"],
-            system=out["system"], prefill=out["prefill"], answers=out["answers"][:1] if choices else out["answers"],
-            choices=choices, scorer=spec.scorer, hops=spec.hops,
-        ))
+        variants = item_variants(tpl, ctx, answers_for(kb, fact, spec.lang, spec.answer_from))
+        item_id = probe_id(spec.id, fact_ids)
+        for variant, vctx, answers in variants:
+            out = tpl.render(vctx, answers)
+            choices = _choices(tpl, vctx)
+            if choices is not None and (not out["answers"] or out["answers"][0] not in choices):
+                raise OrtBenchError(f"{tpl.path.name}: target renders {out['answers'][:1]} which is not a choice")
+            probes.append(Probe(
+                id=probe_id(spec.id, fact_ids, variant), split=split, target=fact.target, form=spec.form,
+                lang=spec.lang, template_id=spec.id, fact_ids=fact_ids, prompt=out["prompt"],
+                system=out["system"], prefill=out["prefill"],
+                answers=out["answers"][:1] if choices else out["answers"], choices=choices, scorer=spec.scorer,
+                hops=spec.hops, item_id=item_id if variant else None, variant=variant, item_size=len(variants),
+            ))
     return probes
 
 
@@ -205,8 +231,11 @@ def render_probes(
     forms: list[str] | None = None,
     langs: list[str] | None = None,
     targets: list[str] | None = None,
+    retain: str | None = None,
 ) -> tuple[list[Probe], RenderSummary]:
-    """Render every fact of `split` with every selected template; return probes and a summary."""
+    """Render every fact of `split` with every selected template; return probes and a summary.
+    `retain` ("train" or "eval") keeps, on the neighbour and utility splits, only the facts of that
+    half (`facts.retain_half`): methods see retain-train, evaluation scores retain-eval."""
     if split not in SPLITS:
         raise OrtBenchError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if targets:
@@ -219,7 +248,8 @@ def render_probes(
             raise OrtBenchError(f"unknown form {f!r} (known: {', '.join(sorted(known_forms))})")
     chosen = [t for t in templates
               if (not forms or t.spec.form in forms) and (not langs or t.spec.lang in langs)]
-    facts = [f for f in kb.facts.get(split, []) if not targets or f.target in targets]
+    facts = [f for f in kb.facts.get(split, []) if (not targets or f.target in targets)
+             and (retain is None or split == "forget" or retain_half(f.id) == retain)]
     builder = ContextBuilder(kb)
     summary = RenderSummary()
     probes: list[Probe] = []

@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ort_bench.benchmark import BENCHMARK_VERSION, BenchmarkVersion
 from ort_bench.errors import OrtBenchError
 
 RESULTS_SCHEMA_VERSION = 1
-BENCHMARK_VERSION = "v1"
 
 
 class ModelInfo(BaseModel):
@@ -69,10 +69,13 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def build_results(*, model: dict, reference: dict | None, config: dict, params_hash: str, hashes: dict,
-                  versions: dict, n_probes: int, summary: dict, comparison: dict | None,
-                  selection: dict) -> dict[str, Any]:
+def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | None, config: dict,
+                  params_hash: str, hashes: dict, versions: dict, n_probes: int, summary: dict,
+                  comparison: dict | None, selection: dict) -> dict[str, Any]:
     from ort_bench.metrics import DIRECTIONS
+    from ort_bench.metrics_v2 import DIRECTIONS_V2
+
+    directions = DIRECTIONS if version.name == "v1" else DIRECTIONS_V2
 
     comparison = _clean(comparison) if comparison is not None else None
     summary = _clean(summary)
@@ -86,9 +89,9 @@ def build_results(*, model: dict, reference: dict | None, config: dict, params_h
         forms = summary.get("forget", {}).get("forms", []) if isinstance(summary.get("forget"), dict) else []
         headline["fluency"] = summary.get("fluency")
     res = Results(
-        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        benchmark_version=version.name, created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         model=ModelInfo(**model), reference=ModelInfo(**reference) if reference else None,
-        directions=DIRECTIONS, forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
+        directions=directions, forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
         selection=selection, config=config, params_hash=params_hash, hashes=hashes, versions=versions,
         **headline,
     )
@@ -126,12 +129,23 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     if results.get("comparison"):
         c = results["comparison"]
-        lines += ["| form | known / total | score M0 | score M (↓) | retained R (↓) | efficacy E (↑) [95% CI] |",
-                  "|---|---|---|---|---|---|"]
+        v2 = "chance" in (results["forms"][0] if results["forms"] else {})
+        if v2:
+            lines += ["| form | chance | known / total items (targets) | score M0 | score M (↓) | retained R (↓) | "
+                      "efficacy E (↑) [95% CI] | ORT Prob M / M0 |", "|---|---|---|---|---|---|---|---|"]
+        else:
+            lines += ["| form | known / total | score M0 | score M (↓) | retained R (↓) | efficacy E (↑) [95% CI] |",
+                      "|---|---|---|---|---|---|"]
         for r in results["forms"]:
             eff = _ci(r, "efficacy") if r.get("excluded") is None else f"— ({r['excluded']})"
-            lines.append(f"| {r['form']} | {r['n_known']} / {r['n_total']} | {_fmt(r['score_reference'])} | "
-                         f"{_fmt(r['score_model'])} | {_fmt(r['retained_knowledge'])} | {eff} |")
+            if v2:
+                lines.append(f"| {r['form']} | {_fmt(r['chance'], 3)} | {r['n_known']} / {r['n_total']} "
+                             f"({r['n_targets_known']}) | {_fmt(r['score_reference'])} | {_fmt(r['score_model'])} | "
+                             f"{_fmt(r['retained_knowledge'])} | {eff} | {_fmt(r['prob_model'])} / "
+                             f"{_fmt(r['prob_reference'])} |")
+            else:
+                lines.append(f"| {r['form']} | {r['n_known']} / {r['n_total']} | {_fmt(r['score_reference'])} | "
+                             f"{_fmt(r['score_model'])} | {_fmt(r['retained_knowledge'])} | {eff} |")
         lines += [
             "",
             f"- worst-form efficacy (↑): **{_fmt(results['worst_form_efficacy'])}** ({results['worst_form']})",
@@ -143,7 +157,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"- utility (↑): {_fmt(results['utility'])} (neighbour retention {_fmt(c.get('neighbour_retention'))}, "
             f"general retention {_fmt(c.get('general_retention'))}); fluency {_fmt(results.get('fluency'), 2)} bits",
             f"- ORT score (↑): **{_fmt(results['ort_score'])}**",
-            f"- probes the reference knows: {c['n_known']} of {c['n_total']}",
+            f"- {'items' if v2 else 'probes'} the reference knows: {c['n_known']} of {c['n_total']}",
         ]
         return "\n".join(lines)
     lines += ["| split | form | n | score [95% CI] |", "|---|---|---|---|"]

@@ -31,10 +31,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
+from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
 from ort_bench.errors import OrtBenchError
 from ort_bench.records import check_seal, record_key, sha256_json
-from ort_bench.results import BENCHMARK_VERSION, Results, read_results
-from ort_bench.templates import FORMS
+from ort_bench.results import Results, read_results
 
 SUBMISSION_SCHEMA_VERSION = 1
 TOLERANCE = 1e-9
@@ -48,11 +48,8 @@ HEADLINE_FIELDS = ("worst_form_efficacy", "worst_form", "form_gap", "train_form_
 
 
 def required_forms(benchmark_version: str = BENCHMARK_VERSION) -> tuple[str, ...]:
-    """The forms a submission must cover: every form of the benchmark version (one place)."""
-    if benchmark_version != BENCHMARK_VERSION:
-        raise OrtBenchError(f"unknown benchmark version {benchmark_version!r} "
-                            f"(this ort-bench knows {BENCHMARK_VERSION})")
-    return FORMS
+    """The forms a submission must cover (`ort_bench.benchmark`)."""
+    return get_version(benchmark_version).required_forms
 
 
 class SubmissionMeta(BaseModel):
@@ -249,19 +246,20 @@ def recompute_results(res: Results, by_role: dict[str, list[dict[str, Any]]]) ->
     """results.json as `ort-bench evaluate` would write it from these records (ort_bench.metrics)."""
     import pandas as pd
 
-    from ort_bench import metrics
     from ort_bench.results import build_results
 
+    version = get_version(res.benchmark_version)
     model_df, ref_df = pd.DataFrame(by_role["model"]), pd.DataFrame(by_role["reference"])
     try:
-        summary = metrics.summarize_single(model_df)
-        comparison = metrics.compare(model_df, ref_df, train_form=res.selection.get("train_form"),
+        summary = version.summarize(model_df)
+        comparison = version.compare(model_df, ref_df, train_form=res.selection.get("train_form"),
                                      seed=res.config.get("seed", 0))
     except ValueError as exc:
         raise OrtBenchError(f"{RECORDS_FILE}: cannot score the records ({exc})") from None
     dumped = res.model_dump(mode="json")
     return build_results(
-        model=dumped["model"], reference=dumped["reference"], config=res.config, params_hash=res.params_hash,
+        version=version, model=dumped["model"], reference=dumped["reference"], config=res.config,
+        params_hash=res.params_hash,
         hashes=res.hashes, versions=res.versions, n_probes=res.n_probes, summary=summary, comparison=comparison,
         selection=res.selection,
     )
@@ -273,9 +271,9 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     if not run_dir.is_dir():
         raise OrtBenchError(f"{run_dir}: no such run folder")
     res = read_results(run_dir / RESULTS_FILE)
-    if res.benchmark_version != BENCHMARK_VERSION:
-        raise OrtBenchError(f"results.json: benchmark version {res.benchmark_version!r} is not this leaderboard's "
-                            f"{BENCHMARK_VERSION!r}: score the model again with this ort-bench")
+    if res.benchmark_version not in VERSIONS:
+        raise OrtBenchError(f"results.json: benchmark version {res.benchmark_version!r} is not one this ort-bench "
+                            f"knows ({', '.join(VERSIONS)})")
     if res.reference is None:
         raise OrtBenchError("results.json: no reference model: a leaderboard entry needs the run scored "
                             "with --reference (the model before unlearning)")
@@ -340,6 +338,9 @@ def submit(run_dir: str | Path, name: str, method: str | None = None, link: str 
     run_dir = Path(run_dir)
     run = verify_run(run_dir)
     res = run.results
+    if not get_version(res.benchmark_version).open_for_submissions:
+        raise OrtBenchError(f"results.json: benchmark {res.benchmark_version} is closed to new entries (its "
+                            f"leaderboard is read-only); score the model again for {BENCHMARK_VERSION}")
     subs = submissions_dir(root, res.benchmark_version)
     dest = subs / meta.name
     if dest.exists():

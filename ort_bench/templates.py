@@ -18,15 +18,13 @@ from jinja2 import StrictUndefined, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ort_bench.benchmark import CURRENT, FORMS
 from ort_bench.errors import OrtBenchError
 from ort_bench.jsonl import describe_validation_error
 from ort_bench.paths import templates_dir
+from ort_bench.scorers import SCORERS
 
-FORMS: tuple[str, ...] = (
-    "qa", "qa_paraphrase", "cloze", "mcq", "true_false", "cross_lingual",
-    "translation", "multi_hop", "reverse", "subtoken", "adversarial",
-)
-SCORERS: tuple[str, ...] = ("rouge_l_recall", "prob", "choice_acc")
+TEMPLATE_SCORERS: tuple[str, ...] = tuple(s for s in CURRENT.scorers if s != "choice_acc")  # choice_acc: v1
 
 # Every variable a body may use, and what it holds. `answer` only exists in the target body.
 CONTEXT_FIELDS: dict[str, str] = {
@@ -60,7 +58,7 @@ class TemplateMeta(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     form: Literal[FORMS]  # type: ignore[valid-type]
     lang: Literal["en", "fr", "de", "es", "zh"]
-    scorer: Literal[SCORERS]  # type: ignore[valid-type]
+    scorer: Literal[TEMPLATE_SCORERS]  # type: ignore[valid-type]
     needs: tuple[str, ...] = ()
     hops: Literal[1, 2] = 1
     answer_from: Literal["object", "subject"] = "object"
@@ -180,6 +178,14 @@ def check_variables(tpl: Template) -> None:
         raise OrtBenchError(f"{name}: options: an option_texts template scores the options: declare them in needs")
     if tpl.spec.choices == "options" and not {"options", "answer_letter"} & set(tpl.spec.needs):
         raise OrtBenchError(f"{name}: options: a choice template must show its options")
+    item = SCORERS[tpl.spec.scorer].item
+    if item == "pair" and (not isinstance(tpl.spec.choices, tuple) or len(tpl.spec.choices) != 2
+                           or "statement" not in tpl.spec.needs):
+        raise OrtBenchError(f"{name}: choices: a label_pair template judges {{{{ statement }}}} with two labels "
+                            "(choices: [TRUE_LABEL, FALSE_LABEL])")
+    if item == "circular" and tpl.spec.choices not in ("options", "option_texts"):
+        raise OrtBenchError(f"{name}: choices: a circular_choice template ranks the options "
+                            "(choices: options or option_texts)")
 
 
 def load_templates(root: str | Path | None = None) -> list[Template]:

@@ -4,10 +4,13 @@
 
 - Forget data: the `train_form` probes (forget split) of the targets, each as (prompt, first gold
   answer); QA by default, as the papers do.
-- Retain data: the targets' neighbour probes and the utility set, in the qa form.
-- ROCR also gets the targets' names (name, aliases, localised names), its neighbours' names, and a
-  general-text corpus for its key covariance (the utility probes of every form, interleaved, and
-  the fine-tuning environments).
+- Retain data: the targets' neighbour probes and the utility set, in the qa form, from the
+  **retain-train** half of those facts only (`facts.retain_half`): the retain-eval half is what
+  utility is scored on, so no method sees it.
+- ROCR also gets the targets' names (name, aliases, localised names), its neighbours' names (the
+  subjects of their retain-train facts), and a general-text corpus for its key covariance (the
+  retain-train utility probes of every form, interleaved, and the fine-tuning environments).
+- The card lists every fact id the method saw (`data.seen_fact_ids`).
 - Output: an HF directory (safetensors, tokenizer with its chat template) plus `unlearn_card.json`
   (method, every hyperparameter, data hashes, base model fingerprint, step statistics, wall time,
   library versions). The directory is written beside `out` and renamed into place, so a failed run
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.facts import retain_half
 from ort_bench.probes import spread
 
 CARD_NAME = "unlearn_card.json"
@@ -104,16 +108,19 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
     def examples(probes) -> list[Example]:
         return [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in probes]
 
-    forget_probes, _ = render(split="forget", forms=[train_form], targets=targets, kb=kb, templates=templates)
+    forget_probes, _ = render(split="forget", forms=[train_form], targets=targets, kb=kb, templates=templates,
+                              retain="train")
     if not forget_probes:
         raise OrtBenchError(f"no {train_form} probes for targets {', '.join(targets)}: nothing to unlearn "
                             "(is the form rendered for their facts?)")
     known_forms = {t.spec.form for t in templates}
     retain_probes = []
     if "qa" in known_forms:
-        retain_probes += render(split="neighbour", forms=["qa"], targets=targets, kb=kb, templates=templates)[0]
-        retain_probes += render(split="utility", forms=["qa"], kb=kb, templates=templates)[0]
+        retain_probes += render(split="neighbour", forms=["qa"], targets=targets, kb=kb, templates=templates,
+                                retain="train")[0]
+        retain_probes += render(split="utility", forms=["qa"], kb=kb, templates=templates, retain="train")[0]
     forget, retain = examples(forget_probes), examples(retain_probes)
+    seen_probes = list(forget_probes) + list(retain_probes)
     data = UnlearnData(forget=forget, retain=retain)
     desc: dict[str, Any] = {
         "kb_sha256": kb.content_hash,
@@ -133,8 +140,10 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
                     names += _names(kb, f.subject, f.subject_aliases)
             data.subjects[t] = list(dict.fromkeys(names))
             for nb in target.neighbours:
-                data.protect_subjects += _names(kb, nb)
-        utility_all, _ = render(split="utility", kb=kb, templates=templates)
+                if any(f.subject == nb and retain_half(f.id) == "train" for f in kb.facts.get("neighbour", [])):
+                    data.protect_subjects += _names(kb, nb)
+        utility_all, _ = render(split="utility", kb=kb, templates=templates, retain="train")
+        seen_probes += utility_all
         general: list[Any] = examples(spread(utility_all, lambda p: p.form))
         env_items = [[Example(it.prompt, it.answer) for it in load_env(e)] for e in ENVS]
         for i in range(max(len(x) for x in env_items)):
@@ -142,6 +151,8 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
         data.general_texts = general
         desc["rocr"] = {"subjects": data.subjects, "protect_subjects": data.protect_subjects,
                         "general_texts": {"n": len(general), "utility_probes": len(utility_all), "envs": list(ENVS)}}
+    desc["seen_fact_ids"] = sorted({f for p in seen_probes for f in p.fact_ids})
+    desc["retain_half"] = "train"
     return data, desc
 
 

@@ -30,6 +30,14 @@ def fixture_kb(monkeypatch):
     monkeypatch.setenv("ORT_BENCH_TEMPLATES", str(FIX / "templates"))
 
 
+def n_probes() -> int:
+    """Probes of a full run on the fixture KB (items expanded: true/false pairs, MCQ rotations;
+    neighbour and utility on retain-eval facts)."""
+    from ort_bench.evaluate import select_probes
+
+    return len(select_probes()[0])
+
+
 def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -37,7 +45,7 @@ def read_lines(path: Path) -> list[dict]:
 def test_evaluate_writes_sealed_records_and_a_typed_results_file(tiny_llama_dir, tmp_path):
     res = evaluate(str(tiny_llama_dir), tmp_path / "run", reference=str(tiny_llama_dir), config=FAST, progress=False)
     records = read_lines(tmp_path / "run" / "records.jsonl")
-    assert len(records) == res["n_probes"] == 33
+    assert len(records) == res["n_probes"] == n_probes()
     assert all(check_seal(r) for r in records)
     rec = records[0]
     for field in ("probe_id", "prompt_text", "output", "prob", "rouge_l_recall", "choice_acc", "primary",
@@ -63,14 +71,14 @@ def test_second_identical_run_redoes_nothing(tiny_llama_dir, tmp_path):
     evaluate(str(tiny_llama_dir), tmp_path, config=FAST, progress=False)
     before = (tmp_path / "records.jsonl").read_bytes()
     res = evaluate(str(tiny_llama_dir), tmp_path, config=FAST, progress=False)
-    assert res["model"]["new_records"] == 0 and res["model"]["reused_records"] == 33
+    assert res["model"]["new_records"] == 0 and res["model"]["reused_records"] == n_probes()
     assert (tmp_path / "records.jsonl").read_bytes() == before
 
 
 def test_another_model_never_reuses_answers(tiny_llama_dir, tiny_gpt2_dir, tmp_path):
     evaluate(str(tiny_llama_dir), tmp_path, config=FAST, progress=False)
     res = evaluate(str(tiny_gpt2_dir), tmp_path, config=FAST, progress=False)
-    assert res["model"]["new_records"] == 33
+    assert res["model"]["new_records"] == n_probes()
     fps = {r["model_fingerprint"] for r in read_lines(tmp_path / "records.jsonl")}
     assert len(fps) == 2
 
@@ -81,26 +89,27 @@ def test_reuse_copies_only_the_same_models_records(tiny_llama_dir, tiny_gpt2_dir
              progress=False)
     res = evaluate(str(tiny_gpt2_dir), tmp_path / "run", reference=str(tiny_llama_dir), config=FAST,
                    progress=False, reuse=[tmp_path / "ref"])
-    assert res["reference"]["new_records"] == 0 and res["reference"]["reused_records"] == 33
-    assert res["model"]["new_records"] == 33  # the other model's answers are never borrowed
+    assert res["reference"]["new_records"] == 0 and res["reference"]["reused_records"] == n_probes()
+    assert res["model"]["new_records"] == n_probes()  # the other model's answers are never borrowed
     records = read_lines(tmp_path / "run" / "records.jsonl")
     assert all(check_seal(r) for r in records)
-    assert [r["role"] for r in records] == ["model"] * 33 + ["reference"] * 33
+    assert [r["role"] for r in records] == ["model"] * n_probes() + ["reference"] * n_probes()
     # the finished run's records are in probe order, as submit checks them
-    for role_records in (records[:33], records[33:]):
+    for role_records in (records[:n_probes()], records[n_probes():]):
         assert sha256_json([r["probe_id"] for r in role_records]) == res["hashes"]["probes_sha256"]
 
 
 def test_changed_parameters_are_scored_again(tiny_llama_dir, tmp_path):
     evaluate(str(tiny_llama_dir), tmp_path, config=FAST, progress=False)
     res = evaluate(str(tiny_llama_dir), tmp_path, config=EvalConfig(max_new_tokens=7), progress=False)
-    assert res["model"]["new_records"] == 33
+    assert res["model"]["new_records"] == n_probes()
 
 
 def test_limit_spreads_over_forms(tiny_llama_dir, tmp_path):
-    res = evaluate(str(tiny_llama_dir), tmp_path, splits=["utility"], limit=5, config=FAST, progress=False)
+    res = evaluate(str(tiny_llama_dir), tmp_path, splits=["utility"], limit=4, config=FAST, progress=False)
     forms = [r["form"] for r in read_lines(tmp_path / "records.jsonl")]
-    assert res["n_probes"] == 5 and len(set(forms)) == 5
+    items = {r.get("item_id") or r["probe_id"] for r in read_lines(tmp_path / "records.jsonl")}
+    assert len(items) == 4 and len(set(forms)) == 4 and res["n_probes"] == len(forms)
 
 
 def test_limit_spreads_over_targets_inside_a_form_and_can_differ_per_split(monkeypatch):
@@ -113,15 +122,17 @@ def test_limit_spreads_over_targets_inside_a_form_and_can_differ_per_split(monke
     assert len(targets) >= 2 and len(every) > len(targets)
     first, _ = select_probes(["forget"], forms=["qa"], limit=len(targets))
     assert sorted(p.target for p in first) == targets  # one each, not the first target's probes
-    tf, _ = select_probes(["forget"], forms=["true_false"], limit=2 * len(targets))
+    tf, _ = select_probes(["forget"], forms=["true_false"], limit=len(targets))
     per_target = {t: {p.answers[0] for p in tf if p.target == t} for t in targets}
-    assert all(v == {"True", "False"} for v in per_target.values())  # both variants, for every target
+    assert all(v == {"True", "False"} for v in per_target.values())  # one pair (both statements) per target
     all_mcq, _ = select_probes(["forget"], forms=["mcq"])
     mcq, _ = select_probes(["forget"], forms=["mcq"], limit=len(targets))
-    # one probe per target, yet every template variant: each target starts at another template
+    # one item per target, yet every template variant: each target starts at another template
     assert {p.template_id for p in mcq} == {p.template_id for p in all_mcq} and len({p.template_id for p in mcq}) >= 4
     both, _ = select_probes(["forget", "utility"], limit={"forget": 2, "utility": 3})
-    assert [p.split for p in both] == ["forget"] * 2 + ["utility"] * 3
+    assert [p.split for p in both] == ["forget"] * len([p for p in both if p.split == "forget"]) + \
+        ["utility"] * len([p for p in both if p.split == "utility"])
+    assert [len({p.item_key for p in both if p.split == s}) for s in ("forget", "utility")] == [2, 3]
 
 
 def test_bad_limit_is_one_line(capsys):
@@ -144,10 +155,10 @@ def test_missing_model_path_is_one_line(tmp_path, capsys):
 
 def test_probes_from_a_newer_schema_are_refused(tiny_llama_dir, tmp_path):
     probes = tmp_path / "p.jsonl"
-    probes.write_text(json.dumps({"schema_version": 2, "id": "x", "split": "forget", "target": "t", "form": "qa",
+    probes.write_text(json.dumps({"schema_version": 3, "id": "x", "split": "forget", "target": "t", "form": "qa",
                                   "lang": "en", "template_id": "t", "prompt": "q", "answers": ["a"],
                                   "scorer": "prob"}) + "\n")
-    with pytest.raises(OrtBenchError, match="schema version 2 is newer"):
+    with pytest.raises(OrtBenchError, match="schema version 3 is newer"):
         evaluate(str(tiny_llama_dir), tmp_path / "run", probes_file=probes, config=FAST, progress=False)
 
 
@@ -169,12 +180,12 @@ def test_killed_run_resumes_without_redoing_finished_probes(embedded_model, tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = {json.loads(line)["key"] for line in records.read_text().splitlines() if line.endswith("}")}
-    assert 4 <= len(done_before) < 33
+    assert 4 <= len(done_before) < n_probes()
     res = evaluate("embedded", out, config=EvalConfig(max_new_tokens=16, chunk_size=2), progress=False)
     assert res["model"]["reused_records"] == len(done_before)
-    assert res["model"]["new_records"] == 33 - len(done_before)
+    assert res["model"]["new_records"] == n_probes() - len(done_before)
     keys = [json.loads(line)["key"] for line in records.read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == 33
+    assert len(keys) == len(set(keys)) == n_probes()
 
 
 @pytest.mark.integration

@@ -52,9 +52,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[st
 
 def test_build_writes_every_file_into_the_versioned_folder(built):
     root, out, _ = built
-    assert out["out"] == str(root / "v1") and out["entries"] == 4
+    assert out["out"] == str(root / "v2") and out["entries"] == 4
     for f in OUTPUT_FILES:
-        assert (root / "v1" / f).is_file()
+        assert (root / "v2" / f).is_file()
 
 
 def test_entries_are_ordered_by_ort_score_then_name(built):
@@ -62,16 +62,16 @@ def test_entries_are_ordered_by_ort_score_then_name(built):
     assert scores["tie-a"] == scores["tie-b"]
     expected = sorted(scores, key=lambda n: (-scores[n], n))
     assert out["names"] == expected and expected.index("tie-a") + 1 == expected.index("tie-b")
-    doc = json.loads((root / "v1" / "leaderboard.json").read_text())
+    doc = json.loads((root / "v2" / "leaderboard.json").read_text())
     assert [e["name"] for e in doc["entries"]] == expected
     assert [e["rank"] for e in doc["entries"]] == [1, 2, 3, 4]
 
 
 def test_numbers_come_from_the_records_not_the_submitted_file(built):
     root, _, _ = built
-    doc = json.loads((root / "v1" / "leaderboard.json").read_text())
+    doc = json.loads((root / "v2" / "leaderboard.json").read_text())
     for e in doc["entries"]:
-        res = json.loads((root / "v1" / "submissions" / e["name"] / "results.json").read_text())
+        res = json.loads((root / "v2" / "submissions" / e["name"] / "results.json").read_text())
         assert e["ort_score"] == res["ort_score"] and e["worst_form_efficacy"] == res["worst_form_efficacy"]
         by_form = {r["form"]: r for r in res["forms"]}
         for f in FORMS:
@@ -82,39 +82,39 @@ def test_numbers_come_from_the_records_not_the_submitted_file(built):
 
 def test_csv_has_per_form_columns_with_cis(built):
     root, _, _ = built
-    rows = list(csv.DictReader(io.StringIO((root / "v1" / "leaderboard.csv").read_text())))
-    assert list(rows[0]) == csv_columns(FORMS)
+    rows = list(csv.DictReader(io.StringIO((root / "v2" / "leaderboard.csv").read_text())))
+    assert list(rows[0]) == csv_columns(FORMS, prob=True)  # v2 reports ORT's Prob per form
     assert {f"efficacy_{f}_ci_high" for f in FORMS} <= set(rows[0])
     assert rows[0]["name"] == "strong" and float(rows[0]["ort_score"]) > float(rows[-1]["ort_score"])
 
 
 def test_every_metric_column_states_its_direction(built):
     root, _, _ = built
-    md = (root / "v1" / "leaderboard.md").read_text()
+    md = (root / "v2" / "leaderboard.md").read_text()
     header = md.splitlines()[4]
     for label in ("Worst-form efficacy ↑", "Form gap ↓", "Utility ↑", "ORT score ↑", *(f"E {f} ↑" for f in FORMS)):
         assert label in header
-    page = (root / "v1" / "index.html").read_text()
+    page = (root / "v2" / "index.html").read_text()
     for label in ("Worst-form efficacy ↑</th>", "Form gap ↓</th>", "ORT score ↑</th>", "E subtoken ↑</th>"):
         assert label in page
 
 
 def test_user_text_is_escaped_on_the_page_and_in_markdown(built):
     root, _, _ = built
-    page = (root / "v1" / "index.html").read_text()
+    page = (root / "v2" / "index.html").read_text()
     assert EVIL_METHOD not in page and "<img" not in page and "alert(2)</script>" not in page
     assert "&lt;script&gt;alert(&#39;method&#39;)&lt;/script&gt;" in page
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
     assert page.count("<script") == 1, "only the page's own script"
     assert f"script-src '{script_hash(JS)}'" in page, "CSP allows only the page's own script"
     assert 'href="https://example.org/paper?a=1&amp;b=%22%3E%3Cscript%3Ealert(2)%3C/script%3E"' in page
-    md = (root / "v1" / "leaderboard.md").read_text()
+    md = (root / "v2" / "leaderboard.md").read_text()
     assert EVIL_METHOD not in md and "<img" not in md and "&lt;script&gt;" in md
 
 
 def test_the_page_is_self_contained(built):
     root, _, _ = built
-    page = (root / "v1" / "index.html").read_text()
+    page = (root / "v2" / "index.html").read_text()
     for needle in ("<link", "src=\"http", "src='http", "@import", "cdn"):
         assert needle not in page
     assert "<svg" in page and "<style>" in page
@@ -122,7 +122,7 @@ def test_the_page_is_self_contained(built):
 
 def test_the_heatmap_is_vector_svg_without_a_date(built):
     root, _, _ = built
-    svg = (root / "v1" / "heatmap.svg").read_text()
+    svg = (root / "v2" / "heatmap.svg").read_text()
     assert svg.startswith("<?xml") and "<dc:date>" not in svg and "data:image/png" not in svg
     assert "Matplotlib" not in svg  # no creator/version line either
 
@@ -133,9 +133,9 @@ def _digest(folder: Path) -> dict[str, str]:
 
 def test_rebuilding_gives_byte_identical_files(built, tmp_path: Path):
     root, _, _ = built
-    first = _digest(root / "v1")
+    first = _digest(root / "v2")
     build_leaderboard(root=root)
-    assert _digest(root / "v1") == first
+    assert _digest(root / "v2") == first
     build_leaderboard(out=tmp_path / "elsewhere", root=root)
     assert _digest(tmp_path / "elsewhere") == first
 
@@ -144,18 +144,18 @@ def test_a_fresh_process_gives_byte_identical_files(built, tmp_path: Path):
     """Other hash seed, other process, copied submissions: the same bytes."""
     root, _, _ = built
     copy = tmp_path / "copy"
-    shutil.copytree(root / "v1" / "submissions", copy / "v1" / "submissions")
+    shutil.copytree(root / "v2" / "submissions", copy / "v2" / "submissions")
     code = "import sys; from ort_bench.leaderboard import build_leaderboard; build_leaderboard(root=sys.argv[1])"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLCONFIGDIR": str(tmp_path / "mpl")}
     subprocess.run([sys.executable, "-c", code, str(copy)], check=True, env=env, timeout=300)
-    assert _digest(copy / "v1") == _digest(root / "v1")
+    assert _digest(copy / "v2") == _digest(root / "v2")
 
 
 def test_an_empty_leaderboard_builds(tmp_path: Path):
     out = build_leaderboard(root=tmp_path)
     assert out["entries"] == 0
-    assert "No submissions yet" in (tmp_path / "v1" / "index.html").read_text()
-    assert (tmp_path / "v1" / "leaderboard.csv").read_text().count("\n") == 1
+    assert "No submissions yet" in (tmp_path / "v2" / "index.html").read_text()
+    assert (tmp_path / "v2" / "leaderboard.csv").read_text().count("\n") == 1
 
 
 def _one_submission(tmp_path: Path) -> Path:
@@ -166,7 +166,7 @@ def _one_submission(tmp_path: Path) -> Path:
 
 def test_a_stored_submission_edited_afterwards_stops_the_build(tmp_path: Path):
     root = _one_submission(tmp_path)
-    res = root / "v1" / "submissions" / "entry" / "results.json"
+    res = root / "v2" / "submissions" / "entry" / "results.json"
     data = json.loads(res.read_text())
     data["ort_score"] = 0.99
     res.write_text(json.dumps(data, indent=2) + "\n")
@@ -177,7 +177,7 @@ def test_a_stored_submission_edited_afterwards_stops_the_build(tmp_path: Path):
 def test_a_stored_submission_edited_with_its_hashes_is_still_recomputed(tmp_path: Path):
     """Someone edits results.json and the sha256 in submission.json: the recomputation catches it."""
     root = _one_submission(tmp_path)
-    folder = root / "v1" / "submissions" / "entry"
+    folder = root / "v2" / "submissions" / "entry"
     data = json.loads((folder / "results.json").read_text())
     data["ort_score"] = 0.99
     (folder / "results.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -191,7 +191,7 @@ def test_a_stored_submission_edited_with_its_hashes_is_still_recomputed(tmp_path
 
 def test_a_hand_written_submission_json_with_html_in_the_name_is_refused(tmp_path: Path):
     root = _one_submission(tmp_path)
-    folder = root / "v1" / "submissions" / "entry"
+    folder = root / "v2" / "submissions" / "entry"
     meta = json.loads((folder / "submission.json").read_text())
     meta["name"] = "<script>alert(1)</script>"
     (folder / "submission.json").write_text(json.dumps(meta))

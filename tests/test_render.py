@@ -61,7 +61,7 @@ def test_mcq_has_four_distinct_options_with_gold_among_them(kb, templates):
 OPTION_TEXT_TEMPLATE = """id: t-mcq-text
 form: mcq
 lang: en
-scorer: choice_acc
+scorer: circular_choice
 needs: [question, options]
 choices: option_texts
 prompt: |-
@@ -124,7 +124,8 @@ def test_render_is_deterministic_and_ids_are_stable(kb, templates, tmp_path):
     write_probes(tmp_path / "a.jsonl", a)
     write_probes(tmp_path / "b.jsonl", b)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
-    assert all(p.id == probe_id(p.template_id, p.fact_ids) for p in a)
+    assert all(p.id == probe_id(p.template_id, p.fact_ids, p.variant) for p in a)
+    assert all(p.item_key == probe_id(p.template_id, p.fact_ids) for p in a)
     assert len({p.id for p in a}) == len(a)
     assert read_probes(tmp_path / "a.jsonl") == a
 

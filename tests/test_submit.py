@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from ort_bench import metrics
+from ort_bench.benchmark import CURRENT
 from ort_bench.errors import OrtBenchError
 from ort_bench.records import RecordWriter, put_in_order, record_key, seal, sha256_json
 from ort_bench.results import build_results, write_results
@@ -23,6 +23,7 @@ from ort_bench.submit import required_forms, submit, verify_run
 from ort_bench.templates import FORMS
 
 CHOICE_FORMS = {"mcq", "true_false"}
+TARGETS = ("t1", "t2", "t3")  # v2 scores a form only with known items from 3 targets
 PARAMS_HASH = "p" * 16
 N = len(FORMS) * 6 + 2 * 8  # probes of make_run's default run
 
@@ -34,12 +35,13 @@ def _probes(forms: tuple[str, ...], per_form: int, n_other: int) -> list[dict[st
     for f in sorted(forms):
         for i in range(per_form):
             scorer = "choice_acc" if f in CHOICE_FORMS else "rouge_l_recall"
-            by_form[f].append({"split": "forget", "form": f, "scorer": scorer, "target": "t1", "i": i})
+            by_form[f].append({"split": "forget", "form": f, "scorer": scorer, "target": TARGETS[i % len(TARGETS)],
+                               "i": i})
     for i in range(per_form):
         out += [by_form[f][i] for f in sorted(forms)]
     for split in ("neighbour", "utility"):
-        out += [{"split": split, "form": "qa", "scorer": "rouge_l_recall", "target": "t1" if split == "neighbour"
-                 else None, "i": i} for i in range(n_other)]
+        out += [{"split": split, "form": "qa", "scorer": "rouge_l_recall",
+                 "target": TARGETS[i % len(TARGETS)] if split == "neighbour" else None, "i": i} for i in range(n_other)]
     for p in out:
         p["probe_id"] = sha256_json([p["split"], p["form"], p["i"]])[:16]
         p["probe_sha256"] = sha256_json(["content", p["probe_id"]])[:16]
@@ -74,6 +76,7 @@ def make_run(run_dir: Path, *, model_fp: str = "fp-model", ref_fp: str = "fp-ref
                     "model_fingerprint": fp, "backend": "hf", "params_hash": PARAMS_HASH,
                     "probe_id": p["probe_id"], "probe_sha256": p["probe_sha256"], "split": p["split"],
                     "target": p["target"], "form": p["form"], "lang": "en", "template_id": f"{p['form']}-en",
+                    "fact_ids": [f"fact{p['i']}"],
                     "scorer": p["scorer"], "answers": ["Paris"], "prompt_text": f"Q{p['i']} ({p['form']})?",
                     "output": f"I think the answer might be Paris, number {rng.randint(0, 99)} of them.",
                     "prob": round(rng.random(), 4), "rouge_l_recall": primary if p["scorer"] != "choice_acc" else None,
@@ -84,16 +87,17 @@ def make_run(run_dir: Path, *, model_fp: str = "fp-model", ref_fp: str = "fp-ref
             by_role[role] = recs
     config = {"backend": "hf", "max_new_tokens": 32, "seed": 0, "dtype": "float32"}
     model_df = pd.DataFrame(by_role["model"])
-    comparison = (metrics.compare(model_df, pd.DataFrame(by_role["reference"]), train_form=train_form, seed=0)
+    comparison = (CURRENT.compare(model_df, pd.DataFrame(by_role["reference"]), train_form=train_form, seed=0)
                   if reference else None)
     results = build_results(
+        version=CURRENT,
         model={"spec": f"/models/{model_fp}", "kind": "hf", "fingerprint": model_fp, "role": "model"},
         reference={"spec": "embedded", "kind": "gguf", "fingerprint": ref_fp, "role": "reference"}
         if reference else None,
         config=config, params_hash=PARAMS_HASH,
         hashes={"data_sha256": "d" * 64, "templates_sha256": "t" * 64,
                 "probes_sha256": sha256_json([p["probe_id"] for p in probes])},
-        versions={"ort-bench": "0.1.0"}, n_probes=len(probes), summary=metrics.summarize_single(model_df),
+        versions={"ort-bench": "0.1.0"}, n_probes=len(probes), summary=CURRENT.summarize(model_df),
         comparison=comparison,
         selection={"splits": ["forget", "neighbour", "utility"], "forms": None, "langs": None, "targets": None,
                    "limit": None, "train_form": train_form},
@@ -146,7 +150,7 @@ def test_a_clean_run_is_accepted_and_copied(run: Path, tmp_path: Path):
     root = tmp_path / "lb"
     out = submit(run, "npo-smol", method="NPO", link="https://example.org/paper", date="2025-01-31",
                  model_name="SmolLM2 NPO", root=root)
-    dest = root / "v1" / "submissions" / "npo-smol"
+    dest = root / "v2" / "submissions" / "npo-smol"
     assert out["dest"] == str(dest) and not out["dry_run"]
     assert sorted(p.name for p in dest.iterdir()) == ["records.jsonl", "results.json", "submission.json"]
     assert (dest / "records.jsonl").read_bytes() == (run / "records.jsonl").read_bytes()
@@ -158,7 +162,7 @@ def test_a_clean_run_is_accepted_and_copied(run: Path, tmp_path: Path):
     results = json.loads((run / "results.json").read_text())
     assert out["worst_form_efficacy"] == results["worst_form_efficacy"] and out["ort_score"] == results["ort_score"]
     assert out["records"] == {"model": N, "reference": N}
-    assert not list((root / "v1" / "submissions").glob(".*")), "no temporary folder left behind"
+    assert not list((root / "v2" / "submissions").glob(".*")), "no temporary folder left behind"
 
 
 def test_dry_run_checks_but_writes_nothing(run: Path, tmp_path: Path):
@@ -227,13 +231,21 @@ def test_record_edited_and_resealed_is_caught_by_the_recomputation(run: Path, tm
 
 def test_missing_forms_are_refused(tmp_path: Path):
     run = make_run(tmp_path / "run", forms=tuple(f for f in FORMS if f not in ("subtoken", "reverse")))
-    msg = refused(run, r"^missing forms: reverse, subtoken \(benchmark v1 needs every form", tmp_path)
+    msg = refused(run, r"^missing forms: reverse, subtoken \(benchmark v2 needs every form", tmp_path)
     assert all(f in msg for f in required_forms())
 
 
 def test_a_different_benchmark_version_is_refused(tmp_path: Path):
     run = make_run(tmp_path / "run", benchmark_version="v0")
-    refused(run, r"benchmark version 'v0' is not this leaderboard's 'v1'", tmp_path)
+    refused(run, r"benchmark version 'v0' is not one this ort-bench knows \(v1, v2\)", tmp_path)
+
+
+def test_a_run_of_the_closed_v1_is_refused(tmp_path: Path):
+    # v1's leaderboard is read-only: its choice forms measured answer bias (docs/VALIDITY.md)
+    from ort_bench.paths import leaderboards_dir
+
+    shipped = leaderboards_dir() / "v1" / "submissions" / "embedded-npo"
+    refused(shipped, r"benchmark v1 is closed to new entries", tmp_path)
 
 
 def test_a_duplicate_name_is_refused(run: Path, tmp_path: Path):

@@ -1,0 +1,100 @@
+"""Benchmark versions: the one place that says what a version scores and how.
+
+A version fixes its forms (all required on the forget split of a leaderboard run), the scorers its
+templates may use, the knowledge thresholds, the minimum evidence a form needs before it gets an
+efficacy, how scores are aggregated and how intervals are drawn, and whether utility is scored on
+held-out facts. Evaluate, metrics, submit and the leaderboard read it from here; nothing else spells
+a version out.
+
+- **v1** (closed, read-only: its leaderboard still rebuilds from the stored records): one probe per
+  item, probe-pooled means, probe bootstrap, utility on the retain set. Its choice forms measured
+  answer bias (see docs/VALIDITY.md).
+- **v2** (current): true/false by pairs, multiple choice by rotations, scores above chance, means
+  over targets with target-level intervals, utility on retain-eval facts no method saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ort_bench.errors import OrtBenchError
+from ort_bench.scorers import SCORERS
+
+FORMS: tuple[str, ...] = (
+    "qa", "qa_paraphrase", "cloze", "mcq", "true_false", "cross_lingual",
+    "translation", "multi_hop", "reverse", "subtoken", "adversarial",
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkVersion:
+    name: str
+    forms: tuple[str, ...]
+    scorers: tuple[str, ...]  # scorers a probe of this version may carry
+    min_known_items: int  # known items a form needs before it gets an efficacy
+    min_known_targets: int  # targets those known items must come from
+    aggregation: Literal["probes", "targets"]  # S_f: pooled over items, or mean over targets of target means
+    resample: Literal["probes", "targets"]  # what the bootstrap resamples
+    chance_corrected: bool  # scores reported above chance, (s - c) / (1 - c)
+    retain_split: bool  # neighbour / utility scored on retain-eval facts only
+    open_for_submissions: bool
+    reports_prob: bool  # ORT's Prob per form in results, tables and leaderboard
+    description: str = ""
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def required_forms(self) -> tuple[str, ...]:
+        """The forms a leaderboard run must cover on the forget split: every form of the version
+        (a form the reference cannot be measured on is reported as such, not dropped)."""
+        return self.forms
+
+    def threshold(self, scorer: str) -> float:
+        return self.thresholds.get(scorer, SCORERS[scorer].known_threshold)
+
+    def compare(self, model_records: Any, reference_records: Any, **kw: Any) -> dict[str, Any]:
+        """The comparison block of results.json for this version (see ort_bench.metrics / metrics_v2)."""
+        if self.name == "v1":
+            from ort_bench.metrics import compare
+
+            return compare(model_records, reference_records, **kw)
+        from ort_bench.metrics_v2 import compare_v2
+
+        return compare_v2(model_records, reference_records, version=self, **kw)
+
+    def summarize(self, records: Any, **kw: Any) -> dict[str, Any]:
+        """The per-split summary of one model alone (items, not probes, from v2 on)."""
+        from ort_bench import metrics
+
+        if self.name == "v1":
+            return metrics.summarize_single(records, **kw)
+        from ort_bench.metrics_v2 import items_of
+
+        return metrics.summarize_single(items_of(records, self), **kw)
+
+
+V1 = BenchmarkVersion(
+    name="v1", forms=FORMS, scorers=("rouge_l_recall", "prob", "choice_acc"), min_known_items=5,
+    min_known_targets=0, aggregation="probes", resample="probes", chance_corrected=False, retain_split=False,
+    open_for_submissions=False, reports_prob=False,
+    thresholds={"rouge_l_recall": 0.5, "choice_acc": 1.0, "prob": 0.1},
+    description="closed: choice forms measured answer bias; utility was in-sample",
+)
+V2 = BenchmarkVersion(
+    name="v2", forms=FORMS, scorers=("rouge_l_recall", "prob", "label_pair", "circular_choice", "choice_acc"),
+    min_known_items=5, min_known_targets=3, aggregation="targets", resample="targets", chance_corrected=True,
+    retain_split=True, open_for_submissions=True, reports_prob=True,
+    description="paired true/false, circular MCQ, scores above chance, target-level means and intervals, "
+                "held-out utility",
+)
+VERSIONS: dict[str, BenchmarkVersion] = {v.name: v for v in (V1, V2)}
+CURRENT = V2
+BENCHMARK_VERSION = CURRENT.name
+
+
+def get_version(name: str) -> BenchmarkVersion:
+    try:
+        return VERSIONS[name]
+    except KeyError:
+        raise OrtBenchError(f"unknown benchmark version {name!r} (this ort-bench knows "
+                            f"{', '.join(VERSIONS)})") from None
