@@ -189,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_render)
 
     e = sub.add_parser("evaluate", help="score a model (and its reference) on every form",
-                       description="Score MODEL on the probes; with --reference, the per-form efficacy, "
-                       "worst-form efficacy, form gap, utility and ORT score. Resumable: run it again to finish.")
+                       description="Score MODEL on the probes of the current benchmark version; with --reference, "
+                       "the per-form efficacy, worst-form efficacy, form gap, utility (on retain-eval facts no "
+                       "method saw) and ORT score. Resumable: run it again to finish.")
     e.add_argument("--model", required=True,
                    help="'embedded', an HF directory, a hub id, a LoRA adapter dir or a .gguf")
     e.add_argument("--reference", default=None, help="the model before unlearning (same kinds as --model)")
@@ -200,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--targets", type=_csv, default=None, help="comma list of target ids (default: all)")
     e.add_argument("--splits", type=_csv, default=list(SPLITS), help="splits to score (default: all three)")
     e.add_argument("--limit", type=_limit, default=None,
-                   help="at most N probes per split, spread over forms and targets; or per split: "
+                   help="at most N items per split (an item: one probe, a true/false pair, or the 4 rotations of "
+                   "an MCQ; never cut), spread over forms and targets; or per split: "
                    "forget=300,neighbour=100,utility=100")
     e.add_argument("--probes", default=None, help="score this probes JSONL instead of rendering the shipped KB")
     e.add_argument("--train-form", default=None, help="the form the model was unlearned on (adds E_train - WFE)")
@@ -269,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=12, help="training steps of the gradient method")
     d.add_argument("--lr", type=float, default=5e-5, help="learning rate of the gradient method")
     d.add_argument("--limit", type=_limit, default=None,
-                   help="probes per split, spread over forms and targets: N or split=N,... (default: "
+                   help="items per split, spread over forms and targets: N or split=N,... (default: "
                    + ",".join(f"{k}={v}" for k, v in DEFAULT_LIMIT.items()) + ")")
     d.set_defaults(func=cmd_demo)
 

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ort_bench.benchmark import CURRENT
 from ort_bench.evaluate import EvalConfig, evaluate
-from ort_bench.metrics import MIN_KNOWN_PER_FORM
 from ort_bench.results import _fmt
 
 DEFAULT_TARGETS = ("france", "japan", "william_shakespeare")
-# 300 probes per model, half of them forget probes: a form's efficacy needs 5 probes the original
-# knows (metrics.MIN_KNOWN_PER_FORM), and about half of the sampled forget probes are known
+# 300 items per model, half of them forget items: a form's efficacy needs 5 items the original knows
+# from 3 targets (benchmark.CURRENT), and about half of the sampled forget items are known
 DEFAULT_LIMIT = {"forget": 150, "neighbour": 75, "utility": 75}
 
 
@@ -61,7 +61,9 @@ def run_demo(out: str | Path = "runs/demo", targets: tuple[str, ...] | list[str]
     print(f"\nForm-dependent bias of unlearning {', '.join(targets)} from SmolLM2-135M-Instruct "
           f"({time.perf_counter() - t0:.0f} s):\n")
     print(table)
-    print(f"\n—: the original knows fewer than {MIN_KNOWN_PER_FORM} of the sampled probes of that form, so "
-          "nothing can be measured there (the form is left out of the worst form)")
+    print(f"\n—: not measurable on this model (benchmark {CURRENT.name}): the original knows fewer than "
+          f"{CURRENT.min_known_items} sampled items of that form, from fewer than {CURRENT.min_known_targets} "
+          "targets, or no more than chance explains (true/false pairs: it calls every statement false), so the "
+          "form is left out of the worst form; the reason is in results.json")
     print(f"per-form details: {out}/<method>-eval/results.json; records: {out}/<method>-eval/records.jsonl")
     return table

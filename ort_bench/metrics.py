@@ -344,17 +344,24 @@ def _efficacy(r: np.ndarray | float) -> np.ndarray | float:
     return np.clip(1.0 - np.asarray(r, float), 0.0, 1.0)
 
 
-def _joined(model_records: pd.DataFrame, reference_records: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    m = _check(model_records, "model_records")
-    r = _check(reference_records, "reference_records")
-    cols = ["probe_id", "split", "form", "scorer", "primary"] + (["output"] if "output" in r.columns else [])
+def join_model_reference(m: pd.DataFrame, r: pd.DataFrame, cols: list[str],
+                         what: str = "probe") -> tuple[pd.DataFrame, dict[str, int]]:
+    """Model rows beside the reference's `cols` (suffix `_ref`), matched on `probe_id`; rows that
+    disagree on split, form or scorer are an error; unmatched rows are counted."""
     j = m.merge(r[cols], on="probe_id", how="inner", suffixes=("", "_ref"), validate="one_to_one")
     for c in ("split", "form", "scorer"):
         diff = j[j[c] != j[f"{c}_ref"]]
         if len(diff):
-            raise ValueError(f"probe {diff['probe_id'].iloc[0]!r}: {c} differs between model and reference records")
+            raise ValueError(f"{what} {diff['probe_id'].iloc[0]!r}: {c} differs between model and reference records")
     ids_m, ids_r = set(m["probe_id"]), set(r["probe_id"])
     return j, {"n_model_only": len(ids_m - ids_r), "n_reference_only": len(ids_r - ids_m)}
+
+
+def _joined(model_records: pd.DataFrame, reference_records: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    m = _check(model_records, "model_records")
+    r = _check(reference_records, "reference_records")
+    cols = ["probe_id", "split", "form", "scorer", "primary"] + (["output"] if "output" in r.columns else [])
+    return join_model_reference(m, r, cols)
 
 
 def _retention_block(j: pd.DataFrame, n_boot: int, seed: int, alpha: float, label: str) -> dict[str, Any]:
@@ -382,6 +389,54 @@ def _retention_block(j: pd.DataFrame, n_boot: int, seed: int, alpha: float, labe
         "retention": _num(min(max(ret, 0.0), 1.0)) if not math.isnan(ret) else None,
         "retention_ci_low": _num(lo), "retention_ci_high": _num(hi), "note": note,
     }
+
+
+def headline(form_rows: list[dict[str, Any]], reps_by_form: dict[str, np.ndarray], train_form: str | None,
+             alpha: float) -> dict[str, Any]:
+    """WFE, the worst and best forms, the form gap and E_train - WFE from the scored form rows, with
+    intervals from the per-form efficacy replicates (replicate by replicate: min, and max - min)."""
+    scored = {r["form"]: r["efficacy"] for r in form_rows if r["excluded"] is None}
+    wfe = worst = best = best_form = gap = None
+    wfe_ci = gap_ci = (None, None)
+    if scored:
+        worst = min(scored, key=lambda f: (scored[f], f))
+        best_form = max(scored, key=lambda f: (scored[f], f))
+        wfe, best = scored[worst], scored[best_form]
+        mat = np.vstack([reps_by_form[f] for f in sorted(scored)])
+        with np.errstate(all="ignore"):
+            valid = ~np.isnan(mat).all(axis=0)
+            wfe_reps = np.full(mat.shape[1], np.nan)
+            wfe_reps[valid] = np.nanmin(mat[:, valid], axis=0)
+            gap_reps = np.full(mat.shape[1], np.nan)
+            gap_reps[valid] = np.nanmax(mat[:, valid], axis=0) - wfe_reps[valid]
+        wfe_ci = tuple(_num(x) for x in _quantiles(wfe_reps, alpha))
+        if len(scored) >= 2:
+            gap = best - wfe
+            gap_ci = tuple(_num(x) for x in _quantiles(gap_reps, alpha))
+    train_eff = train_gap = train_note = None
+    if train_form is not None:
+        if train_form in scored:
+            train_eff = scored[train_form]
+            train_gap = train_eff - wfe
+        else:
+            train_note = f"train form {train_form!r} has no defined efficacy (absent or excluded)"
+    return {
+        "worst_form_efficacy": _num(wfe), "worst_form_efficacy_ci_low": wfe_ci[0],
+        "worst_form_efficacy_ci_high": wfe_ci[1], "worst_form": worst,
+        "best_form_efficacy": _num(best), "best_form": best_form,
+        "form_gap": _num(gap), "form_gap_ci_low": gap_ci[0], "form_gap_ci_high": gap_ci[1],
+        "train_form": train_form, "train_form_efficacy": _num(train_eff), "train_form_gap": _num(train_gap),
+        "train_form_note": train_note, "n_forms_scored": len(scored),
+    }
+
+
+def ort_score(wfe: float | None, utility: float | None) -> float | None:
+    """Harmonic mean of WFE and utility (0 if either is 0; None if either is undefined)."""
+    if wfe is None or utility is None:
+        return None
+    if wfe == 0 or utility == 0:
+        return 0.0
+    return 2 * wfe * utility / (wfe + utility)
 
 
 def compare(model_records: pd.DataFrame, reference_records: pd.DataFrame,
@@ -451,59 +506,23 @@ def compare(model_records: pd.DataFrame, reference_records: pd.DataFrame,
             "excluded": excluded,
         })
 
-    scored = {r["form"]: r["efficacy"] for r in form_rows if r["excluded"] is None}
-    wfe = worst = best = best_form = gap = None
-    wfe_ci = gap_ci = (None, None)
-    if scored:
-        worst = min(scored, key=lambda f: (scored[f], f))
-        best_form = max(scored, key=lambda f: (scored[f], f))
-        wfe, best = scored[worst], scored[best_form]
-        mat = np.vstack([reps_by_form[f] for f in sorted(scored)])
-        with np.errstate(all="ignore"):
-            valid = ~np.isnan(mat).all(axis=0)
-            wfe_reps = np.full(mat.shape[1], np.nan)
-            wfe_reps[valid] = np.nanmin(mat[:, valid], axis=0)
-            gap_reps = np.full(mat.shape[1], np.nan)
-            gap_reps[valid] = np.nanmax(mat[:, valid], axis=0) - wfe_reps[valid]
-        wfe_ci = tuple(_num(x) for x in _quantiles(wfe_reps, alpha))
-        if len(scored) >= 2:
-            gap = best - wfe
-            gap_ci = tuple(_num(x) for x in _quantiles(gap_reps, alpha))
-
-    train_eff = train_gap = None
-    train_note = None
-    if train_form is not None:
-        if train_form in scored:
-            train_eff = scored[train_form]
-            train_gap = train_eff - wfe
-        else:
-            train_note = f"train form {train_form!r} has no defined efficacy (absent or excluded)"
+    head = headline(form_rows, reps_by_form, train_form, alpha)
+    wfe = head["worst_form_efficacy"]
 
     neighbour = _retention_block(j[j["split"] == "neighbour"], n_boot, seed, alpha, "split:neighbour")
     general = _retention_block(j[j["split"] == "utility"], n_boot, seed, alpha, "split:utility")
     available = [b["retention"] for b in (neighbour, general) if b["retention"] is not None]
     utility = float(np.mean(available)) if available else None
 
-    if wfe is None or utility is None:
-        ort = None
-    elif wfe == 0 or utility == 0:
-        ort = 0.0
-    else:
-        ort = 2 * wfe * utility / (wfe + utility)
-
+    ort = ort_score(wfe, utility)
     ref_view = j.assign(output=j["output_ref"]) if "output_ref" in j.columns else j.drop(columns="output",
                                                                                           errors="ignore")
     return {
-        "worst_form_efficacy": _num(wfe), "worst_form_efficacy_ci_low": wfe_ci[0],
-        "worst_form_efficacy_ci_high": wfe_ci[1], "worst_form": worst,
-        "best_form_efficacy": _num(best), "best_form": best_form,
-        "form_gap": _num(gap), "form_gap_ci_low": gap_ci[0], "form_gap_ci_high": gap_ci[1],
-        "train_form": train_form, "train_form_efficacy": _num(train_eff), "train_form_gap": _num(train_gap),
-        "train_form_note": train_note,
+        **{k: v for k, v in head.items() if k != "n_forms_scored"},
         "neighbour_retention": neighbour["retention"], "general_retention": general["retention"],
         "utility": _num(utility), "ort_score": _num(ort),
         "fluency": _fluency_of(j), "fluency_reference": _fluency_of(ref_view),
-        "n_forms_scored": len(scored),
+        "n_forms_scored": head["n_forms_scored"],
         "n_total": int(len(j)), "n_known": int(j["known"].sum()), "counts": counts, **unmatched,
         "forms": form_rows, "neighbour": neighbour, "general": general,
         "thresholds": th, "min_known": min_known, "n_boot": n_boot, "seed": seed, "alpha": alpha,

@@ -41,6 +41,9 @@ from ort_bench.metrics import (
     _num,
     _quantiles,
     _split_order,
+    headline,
+    join_model_reference,
+    ort_score,
 )
 from ort_bench.scorers import get_scorer
 
@@ -194,18 +197,6 @@ def _retention_block(j: pd.DataFrame, clusters: _Clusters, alpha: float) -> dict
     }
 
 
-def _joined(model_items: pd.DataFrame, ref_items: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    cols = ["probe_id", "split", "form", "scorer", "primary", "prob", "output"]
-    j = model_items.merge(ref_items[cols], on="probe_id", how="inner", suffixes=("", "_ref"),
-                          validate="one_to_one")
-    for c in ("split", "form", "scorer"):
-        diff = j[j[c] != j[f"{c}_ref"]]
-        if len(diff):
-            raise ValueError(f"item {diff['probe_id'].iloc[0]!r}: {c} differs between model and reference records")
-    ids_m, ids_r = set(model_items["probe_id"]), set(ref_items["probe_id"])
-    return j, {"n_model_only": len(ids_m - ids_r), "n_reference_only": len(ids_r - ids_m)}
-
-
 def _form_row(form: str, grp: pd.DataFrame, clusters: _Clusters, version: Any, alpha: float) -> tuple[dict, Any]:
     kg = grp[grp["known"]]
     sc = _scores(kg, clusters)
@@ -258,7 +249,8 @@ def compare_v2(model_records: pd.DataFrame, reference_records: pd.DataFrame, ver
     th = {s: version.threshold(s) for s in version.scorers}
     th.update(thresholds or {})
     mi, ri = items_of(model_records, version), items_of(reference_records, version)
-    j, unmatched = _joined(mi, ri)
+    j, unmatched = join_model_reference(mi, ri, ["probe_id", "split", "form", "scorer", "primary", "prob", "output"],
+                                        what="item")
     j["known"] = j["primary_ref"].to_numpy(float) >= j["scorer"].map(th).to_numpy(float)
     chance = j["chance"].to_numpy(float)
     corr = version.chance_corrected
@@ -276,32 +268,7 @@ def compare_v2(model_records: pd.DataFrame, reference_records: pd.DataFrame, ver
         if reps is not None:
             reps_by_form[form] = reps
 
-    scored = {r["form"]: r["efficacy"] for r in form_rows if r["excluded"] is None}
-    wfe = worst = best = best_form = gap = None
-    wfe_ci = gap_ci = (None, None)
-    if scored:
-        worst = min(scored, key=lambda f: (scored[f], f))
-        best_form = max(scored, key=lambda f: (scored[f], f))
-        wfe, best = scored[worst], scored[best_form]
-        mat = np.vstack([reps_by_form[f] for f in sorted(scored)])
-        with np.errstate(all="ignore"):
-            valid = ~np.isnan(mat).all(axis=0)
-            wfe_reps = np.full(mat.shape[1], np.nan)
-            wfe_reps[valid] = np.nanmin(mat[:, valid], axis=0)
-            gap_reps = np.full(mat.shape[1], np.nan)
-            gap_reps[valid] = np.nanmax(mat[:, valid], axis=0) - wfe_reps[valid]
-        wfe_ci = tuple(_num(x) for x in _quantiles(wfe_reps, alpha))
-        if len(scored) >= 2:
-            gap = best - wfe
-            gap_ci = tuple(_num(x) for x in _quantiles(gap_reps, alpha))
-
-    train_eff = train_gap = train_note = None
-    if train_form is not None:
-        if train_form in scored:
-            train_eff = scored[train_form]
-            train_gap = train_eff - wfe
-        else:
-            train_note = f"train form {train_form!r} has no defined efficacy (absent or excluded)"
+    head = headline(form_rows, reps_by_form, train_form, alpha)
 
     blocks = {}
     for split, label in (("neighbour", "neighbour"), ("utility", "general")):
@@ -310,24 +277,13 @@ def compare_v2(model_records: pd.DataFrame, reference_records: pd.DataFrame, ver
         blocks[label] = _retention_block(part, cl, alpha)
     available = [b["retention"] for b in blocks.values() if b["retention"] is not None]
     utility = float(np.mean(available)) if available else None
-    if wfe is None or utility is None:
-        ort = None
-    elif wfe == 0 or utility == 0:
-        ort = 0.0
-    else:
-        ort = 2 * wfe * utility / (wfe + utility)
     ref_view = j.assign(output=j["output_ref"])
     return {
-        "worst_form_efficacy": _num(wfe), "worst_form_efficacy_ci_low": wfe_ci[0],
-        "worst_form_efficacy_ci_high": wfe_ci[1], "worst_form": worst,
-        "best_form_efficacy": _num(best), "best_form": best_form,
-        "form_gap": _num(gap), "form_gap_ci_low": gap_ci[0], "form_gap_ci_high": gap_ci[1],
-        "train_form": train_form, "train_form_efficacy": _num(train_eff), "train_form_gap": _num(train_gap),
-        "train_form_note": train_note,
+        **{k: v for k, v in head.items() if k != "n_forms_scored"},
         "neighbour_retention": blocks["neighbour"]["retention"], "general_retention": blocks["general"]["retention"],
-        "utility": _num(utility), "ort_score": _num(ort),
+        "utility": _num(utility), "ort_score": _num(ort_score(head["worst_form_efficacy"], utility)),
         "fluency": _fluency_of(j), "fluency_reference": _fluency_of(ref_view),
-        "n_forms_scored": len(scored),
+        "n_forms_scored": head["n_forms_scored"],
         "n_total": int(len(j)), "n_known": int(j["known"].sum()), "counts": counts, **unmatched,
         "forms": form_rows, "neighbour": blocks["neighbour"], "general": blocks["general"],
         "thresholds": th, "min_known": version.min_known_items, "min_known_targets": version.min_known_targets,
