@@ -281,7 +281,7 @@ def evaluate(
     `reuse`: earlier run folders whose records of the same models may be copied instead of rescored
     (for example the reference's, shared by every unlearned model of an experiment)."""
     from ort_bench.benchmark import CURRENT
-    from ort_bench.results import build_results, write_results
+    from ort_bench.results import results_from_records, write_results
 
     config = config or EvalConfig()
     out = Path(out)
@@ -298,17 +298,10 @@ def evaluate(
         ref_records, ref_info = score_model(reference, probes, records_path, config, "reference", progress,
                                               reuse=[Path(r) for r in reuse or []])
     put_in_order(records_path, [r["key"] for r in model_records + (ref_records or [])])
-    import pandas as pd
-
-    summary = CURRENT.summarize(pd.DataFrame(model_records))
-    comparison = None
-    if ref_records is not None:
-        comparison = CURRENT.compare(pd.DataFrame(model_records), pd.DataFrame(ref_records),
-                                     train_form=train_form, seed=config.seed)
-    results = build_results(
-        version=CURRENT,
+    results = results_from_records(
+        CURRENT, model_records, ref_records,
         model=model_info, reference=ref_info, config=asdict(config), params_hash=config.params_hash(),
-        hashes=hashes, versions=_versions(), n_probes=len(probes), summary=summary, comparison=comparison,
+        hashes=hashes, versions=_versions(), n_probes=len(probes),
         selection={"splits": list(splits), "forms": forms, "langs": langs, "targets": targets, "limit": limit,
                    "train_form": train_form},
     )

@@ -98,6 +98,25 @@ def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | N
     return res.model_dump(mode="json")
 
 
+def results_from_records(version: BenchmarkVersion, model_records: list[dict[str, Any]],
+                         reference_records: list[dict[str, Any]] | None, *, model: dict, reference: dict | None,
+                         config: dict, params_hash: str, hashes: dict, versions: dict, n_probes: int,
+                         selection: dict) -> dict[str, Any]:
+    """The results file from per-probe records, under `version`'s definitions: the one path that both
+    `evaluate` (writing it) and `submit` (recomputing it to check it) take."""
+    import pandas as pd
+
+    model_df = pd.DataFrame(model_records)
+    summary = version.summarize(model_df)
+    comparison = None
+    if reference_records is not None:
+        comparison = version.compare(model_df, pd.DataFrame(reference_records),
+                                     train_form=selection.get("train_form"), seed=config.get("seed", 0))
+    return build_results(version=version, model=model, reference=reference, config=config, params_hash=params_hash,
+                         hashes=hashes, versions=versions, n_probes=n_probes, summary=summary,
+                         comparison=comparison, selection=selection)
+
+
 def write_results(path: Path, results: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")

@@ -243,26 +243,17 @@ def _diff(submitted: Any, recomputed: Any, path: str) -> str | None:
 
 
 def recompute_results(res: Results, by_role: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """results.json as `ort-bench evaluate` would write it from these records (ort_bench.metrics)."""
-    import pandas as pd
+    """results.json as `ort-bench evaluate` would write it from these records (`results_from_records`)."""
+    from ort_bench.results import results_from_records
 
-    from ort_bench.results import build_results
-
-    version = get_version(res.benchmark_version)
-    model_df, ref_df = pd.DataFrame(by_role["model"]), pd.DataFrame(by_role["reference"])
+    dumped = res.model_dump(mode="json")
     try:
-        summary = version.summarize(model_df)
-        comparison = version.compare(model_df, ref_df, train_form=res.selection.get("train_form"),
-                                     seed=res.config.get("seed", 0))
+        return results_from_records(
+            get_version(res.benchmark_version), by_role["model"], by_role["reference"], model=dumped["model"],
+            reference=dumped["reference"], config=res.config, params_hash=res.params_hash, hashes=res.hashes,
+            versions=res.versions, n_probes=res.n_probes, selection=res.selection)
     except ValueError as exc:
         raise OrtBenchError(f"{RECORDS_FILE}: cannot score the records ({exc})") from None
-    dumped = res.model_dump(mode="json")
-    return build_results(
-        version=version, model=dumped["model"], reference=dumped["reference"], config=res.config,
-        params_hash=res.params_hash,
-        hashes=res.hashes, versions=res.versions, n_probes=res.n_probes, summary=summary, comparison=comparison,
-        selection=res.selection,
-    )
 
 
 def verify_run(run_dir: str | Path) -> VerifiedRun:
