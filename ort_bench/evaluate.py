@@ -40,11 +40,14 @@ class EvalConfig:
 
     SCORING_FIELDS = ("backend", "max_new_tokens", "seed", "dtype")
 
-    def params_hash(self) -> str:
+    def params_hash(self, benchmark: str | None = None) -> str:
+        """Hash of what shapes a record's numbers: the scoring fields, the ROUGE variant and (from v2
+        on) the benchmark version, `benchmark` or the current one."""
         from ort_bench.benchmark import CURRENT
         from ort_bench.metrics import ROUGE_VARIANT
 
-        extra = {"benchmark": CURRENT.name} if CURRENT.name != "v1" else {}  # v1 keys stay as they were
+        benchmark = benchmark or CURRENT.name
+        extra = {"benchmark": benchmark} if benchmark != "v1" else {}  # v1 keys stay as they were
         return sha256_json({**{f: getattr(self, f) for f in self.SCORING_FIELDS}, "rouge": ROUGE_VARIANT,
                             **extra})[:16]
 

@@ -270,6 +270,14 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
                             "with --reference (the model before unlearning)")
     by_role = _check_records(run_dir / RECORDS_FILE, res)
     _check_coverage(res, by_role)
+    if get_version(res.benchmark_version).open_for_submissions:  # a closed version's probes are not rendered now
+        from ort_bench import rederive
+
+        rederive.check_params(res)
+        probes = rederive.rebuild_probes(res)
+        for role in ROLES:
+            rederive.check_against_probes(probes, by_role[role], role)
+        rederive.check_two_models(res, by_role["model"], by_role["reference"])
     recomputed = recompute_results(res, by_role)
     submitted = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
     for k in UNCHECKED_RESULT_FIELDS:

@@ -1,7 +1,8 @@
 """Leaderboard submissions: a checked run folder is copied in; each kind of tampering is refused with one line.
 
-Run folders here are synthetic but real: records written (and sealed) by `RecordWriter`, results
-built by `build_results` from `metrics.compare` over those records, exactly as `evaluate` does.
+Run folders here are synthetic but real: records of real probes, with scores the real scorers give
+their outputs, written (and sealed) by `RecordWriter`, results built by `results_from_records`, exactly
+as `evaluate` does.
 `make_run` is also used by tests/test_leaderboard.py and tests/test_leaderboard_browser.py.
 """
 
@@ -12,100 +13,96 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from ort_bench.benchmark import CURRENT
 from ort_bench.errors import OrtBenchError
-from ort_bench.records import RecordWriter, put_in_order, record_key, seal, sha256_json
-from ort_bench.results import build_results, write_results
+from ort_bench.evaluate import EvalConfig, probe_hash, select_probes
+from ort_bench.metrics import rouge_l_recall
+from ort_bench.records import RecordWriter, put_in_order, record_key, seal
+from ort_bench.results import results_from_records, write_results
+from ort_bench.scorers import choice_scores, decide_choice, get_scorer
 from ort_bench.submit import required_forms, submit, verify_run
 from ort_bench.templates import FORMS
 
-CHOICE_FORMS = {"mcq", "true_false"}
-TARGETS = ("t1", "t2", "t3")  # v2 scores a form only with known items from 3 targets
-PARAMS_HASH = "p" * 16
-N = len(FORMS) * 6 + 2 * 8  # probes of make_run's default run
+TARGETS = ["france", "japan", "william_shakespeare"]  # v2 scores a form only with known items from 3 targets
+CONFIG = {"backend": "hf", "max_new_tokens": 32, "seed": 0, "dtype": "float32"}
+PARAMS_HASH = EvalConfig(**CONFIG).params_hash()
 
 
-def _probes(forms: tuple[str, ...], per_form: int, n_other: int) -> list[dict[str, Any]]:
-    """Probes in `evaluate.select_probes` order: split by split, round-robin over sorted forms."""
-    out = []
-    by_form = {f: [] for f in sorted(forms)}
-    for f in sorted(forms):
-        for i in range(per_form):
-            scorer = "choice_acc" if f in CHOICE_FORMS else "rouge_l_recall"
-            by_form[f].append({"split": "forget", "form": f, "scorer": scorer, "target": TARGETS[i % len(TARGETS)],
-                               "i": i})
-    for i in range(per_form):
-        out += [by_form[f][i] for f in sorted(forms)]
-    for split in ("neighbour", "utility"):
-        out += [{"split": split, "form": "qa", "scorer": "rouge_l_recall",
-                 "target": TARGETS[i % len(TARGETS)] if split == "neighbour" else None, "i": i} for i in range(n_other)]
-    for p in out:
-        p["probe_id"] = sha256_json([p["split"], p["form"], p["i"]])[:16]
-        p["probe_sha256"] = sha256_json(["content", p["probe_id"]])[:16]
-    return out
+def _limit(per_form: int, n_other: int) -> dict[str, int]:
+    return {"forget": per_form * len(FORMS), "neighbour": n_other, "utility": n_other}
 
 
-def _score(rng: random.Random, scorer: str, keep: float) -> float:
-    if scorer == "choice_acc":
-        return float(rng.random() < keep)
-    return round(min(1.0, max(0.0, rng.gauss(keep, 0.15))), 4)
+def _answer(p, knows: bool, rng: random.Random) -> dict[str, Any]:
+    """What a model that knows (or not) this probe answers, scored with the real scorers, so that
+    every stored score is what the stored output and likelihoods give."""
+    sc = get_scorer(p.scorer)
+    rec: dict[str, Any] = {"rouge_l_recall": None, "choice_acc": None, "prob": round(rng.random(), 4)}
+    if p.choices is not None:
+        lps = [(-0.5 if knows else -3.0) if i == p.gold_index else -2.0 - rng.random() for i in range(len(p.choices))]
+        neutral = [-2.0] * len(p.choices) if sc.decide == "calibrated_per_byte" else None
+        rec["choice_acc"] = decide_choice(choice_scores(sc, lps, p.choices, neutral), p.gold_index)
+        rec.update(choice_logprobs=lps, output=p.choices[max(range(len(lps)), key=lambda k: lps[k])],
+                   primary=rec["choice_acc"])
+        if neutral is not None:
+            rec["choice_logprobs_neutral"] = neutral
+    else:
+        rec["output"] = (f"I think it is {p.answers[0]}, number {rng.randint(0, 99)}." if knows
+                         else f"I am not sure, maybe number {rng.randint(0, 99)} of them.")
+        rec["rouge_l_recall"] = rouge_l_recall(rec["output"], p.answers)
+        rec["primary"] = rec["rouge_l_recall"]
+    return rec
 
 
 def make_run(run_dir: Path, *, model_fp: str = "fp-model", ref_fp: str = "fp-ref", seed: int = 0,
              forms: tuple[str, ...] = FORMS, leak: dict[str, float] | None = None, retain: float = 0.85,
              reference: bool = True, per_form: int = 6, n_other: int = 8, train_form: str | None = "qa",
              benchmark_version: str | None = None) -> Path:
-    """A run folder like `ort-bench evaluate --reference` writes. `leak[form]` is how much of the
-    reference's knowledge the model keeps on that form (default 0.3); `retain` on neighbour/utility."""
+    """A run folder like `ort-bench evaluate --reference` writes, on real probes of the shipped KB (three
+    targets, `per_form` items per form): records whose scores are what their outputs give, sealed by
+    `RecordWriter`, and results from `results_from_records`. `leak[form]` is the chance that the model
+    still knows a forget probe the reference knows (default 0.3); `retain` on neighbour/utility."""
     leak = {f: 0.3 for f in forms} | (leak or {})
     rng = random.Random(seed)
-    probes = _probes(forms, per_form, n_other)
+    limit = _limit(per_form, n_other)
+    probes, hashes = select_probes(forms=list(forms) if forms != FORMS else None, targets=TARGETS, limit=limit)
     by_role: dict[str, list[dict[str, Any]]] = {}
     roles = [("model", model_fp)] + ([("reference", ref_fp)] if reference else [])
     with RecordWriter(run_dir / "records.jsonl") as w:
         for role, fp in roles:
             recs = []
             for p in probes:
-                keep = 0.97 if role == "reference" else leak[p["form"]] if p["split"] == "forget" else retain
-                primary = _score(rng, p["scorer"], keep)
+                keep = 0.97 if role == "reference" else leak[p.form] if p.split == "forget" else retain
                 rec = {
-                    "key": record_key(fp, "hf", PARAMS_HASH, p["probe_sha256"]), "role": role,
+                    "key": record_key(fp, "hf", PARAMS_HASH, probe_hash(p)), "role": role,
                     "model_fingerprint": fp, "backend": "hf", "params_hash": PARAMS_HASH,
-                    "probe_id": p["probe_id"], "probe_sha256": p["probe_sha256"], "split": p["split"],
-                    "target": p["target"], "form": p["form"], "lang": "en", "template_id": f"{p['form']}-en",
-                    "fact_ids": [f"fact{p['i']}"],
-                    "scorer": p["scorer"], "answers": ["Paris"], "prompt_text": f"Q{p['i']} ({p['form']})?",
-                    "output": f"I think the answer might be Paris, number {rng.randint(0, 99)} of them.",
-                    "prob": round(rng.random(), 4), "rouge_l_recall": primary if p["scorer"] != "choice_acc" else None,
-                    "choice_acc": primary if p["scorer"] == "choice_acc" else None, "primary": primary,
+                    "probe_id": p.id, "probe_sha256": probe_hash(p), "split": p.split, "target": p.target,
+                    "form": p.form, "lang": p.lang, "template_id": p.template_id, "fact_ids": list(p.fact_ids),
+                    "scorer": p.scorer, "answers": list(p.answers),
+                    **({"item_id": p.item_id, "variant": p.variant, "item_size": p.item_size} if p.item_id else {}),
+                    "prompt_text": p.prompt, **_answer(p, rng.random() < keep, rng),
                 }
                 recs.append(rec)
             w.write(recs)
             by_role[role] = recs
-    config = {"backend": "hf", "max_new_tokens": 32, "seed": 0, "dtype": "float32"}
-    model_df = pd.DataFrame(by_role["model"])
-    comparison = (CURRENT.compare(model_df, pd.DataFrame(by_role["reference"]), train_form=train_form, seed=0)
-                  if reference else None)
-    results = build_results(
-        version=CURRENT,
+    results = results_from_records(
+        CURRENT, by_role["model"], by_role["reference"] if reference else None,
         model={"spec": f"/models/{model_fp}", "kind": "hf", "fingerprint": model_fp, "role": "model"},
         reference={"spec": "embedded", "kind": "gguf", "fingerprint": ref_fp, "role": "reference"}
         if reference else None,
-        config=config, params_hash=PARAMS_HASH,
-        hashes={"data_sha256": "d" * 64, "templates_sha256": "t" * 64,
-                "probes_sha256": sha256_json([p["probe_id"] for p in probes])},
-        versions={"ort-bench": "0.1.0"}, n_probes=len(probes), summary=CURRENT.summarize(model_df),
-        comparison=comparison,
-        selection={"splits": ["forget", "neighbour", "utility"], "forms": None, "langs": None, "targets": None,
-                   "limit": None, "train_form": train_form},
+        config=CONFIG, params_hash=PARAMS_HASH, hashes=hashes, versions={"ort-bench": "0.1.0"},
+        n_probes=len(probes),
+        selection={"splits": ["forget", "neighbour", "utility"], "forms": list(forms) if forms != FORMS else None,
+                   "langs": None, "targets": TARGETS, "limit": limit, "train_form": train_form},
     )
     if benchmark_version is not None:
         results["benchmark_version"] = benchmark_version
     write_results(run_dir / "results.json", results)
     return run_dir
+
+
+N = len(select_probes(targets=TARGETS, limit=_limit(6, 8))[0])  # probes of make_run's default run
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,12 +217,28 @@ def test_a_difference_within_the_tolerance_is_accepted(run: Path, tmp_path: Path
 
 
 def test_record_edited_without_its_hash_is_refused_naming_the_line(run: Path, tmp_path: Path):
-    edit_record(run, 7, lambda r: r.update(primary=0.0))
+    edit_record(run, 7, lambda r: r.update(primary=0.5))
     refused(run, r"^records\.jsonl:7: record edited without its hash", tmp_path)
 
 
-def test_record_edited_and_resealed_is_caught_by_the_recomputation(run: Path, tmp_path: Path):
-    edit_record(run, 5, lambda r: r.update(primary=1.0 - r["primary"]), reseal=True)
+def _first_line(run: Path, pred) -> int:
+    lines = (run / "records.jsonl").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, start=1) if pred(json.loads(line)))
+
+
+def test_a_score_its_output_does_not_give_is_refused_even_resealed(run: Path, tmp_path: Path):
+    n = _first_line(run, lambda r: r["scorer"] == "circular_choice")
+    edit_record(run, n, lambda r: r.update(primary=1.0 - r["primary"], choice_acc=1.0 - r["choice_acc"]), reseal=True)
+    refused(run, r"^model record \d+ \(probe '\w+'\): choice_acc is .* but its log-likelihoods decide", tmp_path)
+    n = _first_line(run, lambda r: r["scorer"] == "rouge_l_recall" and r["primary"] > 0.5)
+    edit_record(run, n, lambda r: r.update(primary=0.0, rouge_l_recall=0.0), reseal=True)
+    refused(run, r"rouge_l_recall is 0\.0 but its output scores 1\.0", tmp_path)
+
+
+def test_record_edited_consistently_and_resealed_is_caught_by_the_recomputation(run: Path, tmp_path: Path):
+    # the forger rewrites the output too, so the record re-derives: the aggregates no longer match
+    n = _first_line(run, lambda r: r["split"] == "forget" and r["scorer"] == "rouge_l_recall" and r["primary"] < 0.5)
+    edit_record(run, n, lambda r: r.update(output=r["answers"][0], rouge_l_recall=1.0, primary=1.0), reseal=True)
     refused(run, r"results\.json: .* but the records give", tmp_path)
 
 
@@ -271,9 +284,9 @@ def test_a_record_of_another_model_is_refused(run: Path, tmp_path: Path):
         r["model_fingerprint"] = "fp-intruder"
         r["key"] = record_key("fp-intruder", r["backend"], r["params_hash"], r["probe_sha256"])
 
-    edit_record(run, 100, other, reseal=True)
-    refused(run, r"^records\.jsonl:100: model_fingerprint fp-intrud\w* of this reference record does not match",
-            tmp_path)
+    edit_record(run, N + 100, other, reseal=True)
+    refused(run, rf"^records\.jsonl:{N + 100}: model_fingerprint fp-intrud\w* of this reference record does not "
+            "match", tmp_path)
 
 
 def test_a_key_that_does_not_match_its_fields_is_refused(run: Path, tmp_path: Path):
@@ -346,3 +359,65 @@ def test_a_model_scored_against_itself_uses_one_set_of_answers(tiny_llama_dir, t
              config=EvalConfig(max_new_tokens=4), progress=False)
     by_role = _check_records(tmp_path / "self" / "records.jsonl", read_results(tmp_path / "self" / "results.json"))
     assert by_role["model"] and by_role["reference"] == by_role["model"]
+
+
+# --------------------------------------------------------------------------------------------------
+# forgeries: records rewritten, re-sealed and results recomputed with ort-bench's own functions
+# --------------------------------------------------------------------------------------------------
+
+def forge(run: Path, edit, results_edit=None) -> None:
+    """What a forger with this API does: edit the records, re-seal them, recompute results.json."""
+    from ort_bench.records import sha256_json
+    from ort_bench.results import read_results
+
+    res = read_results(run / "results.json")
+    recs = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    recs = [seal(r) for r in edit(recs)]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    by_role = {role: [r for r in recs if r["role"] == role] for role in ("model", "reference")}
+    dumped = res.model_dump(mode="json")
+    hashes = {**res.hashes, "probes_sha256": sha256_json([r["probe_id"] for r in by_role["model"]])}
+    config, params = dict(res.config), res.params_hash
+    if results_edit:
+        config, params = results_edit(config, params)
+    out = results_from_records(CURRENT, by_role["model"], by_role["reference"], model=dumped["model"],
+                               reference=dumped["reference"], config=config, params_hash=params, hashes=hashes,
+                               versions=res.versions, n_probes=len(by_role["model"]), selection=res.selection)
+    write_results(run / "results.json", out)
+
+
+def test_unfavourable_probes_deleted_with_the_counts_adjusted_are_refused(run: Path, tmp_path: Path):
+    def drop(recs):
+        kept_forgotten = {r["probe_id"] for r in recs if r["role"] == "model" and r["split"] == "forget"
+                          and r["scorer"] == "rouge_l_recall" and r["primary"] >= 0.5}
+        return [r for r in recs if r["probe_id"] not in kept_forgotten]
+    forge(run, drop)
+    refused(run, r"probes of the recorded selection have no record .*deleted records\?", tmp_path)
+
+
+def test_the_references_answers_under_the_models_fingerprint_are_refused(run: Path, tmp_path: Path):
+    def copy_reference(recs):
+        ref = {r["probe_id"]: r for r in recs if r["role"] == "reference"}
+        keep = ("key", "role", "model_fingerprint", "record_sha256")
+        return [({**ref[r["probe_id"]], **{k: r[k] for k in keep}} if r["role"] == "model" else r) for r in recs]
+    forge(run, copy_reference)
+    refused(run, r"the model's records are the reference's answers under another fingerprint", tmp_path)
+
+
+def test_a_params_hash_that_is_not_its_configs_is_refused(run: Path, tmp_path: Path):
+    forge(run, lambda recs: recs, lambda config, params: ({**config, "max_new_tokens": 4096}, params))
+    refused(run, r"params_hash .* is not the hash of its config", tmp_path)
+
+
+def test_an_invented_form_name_is_refused(run: Path, tmp_path: Path):
+    def rename(recs):
+        return [{**r, "form": "qa_secret"} if r["form"] == "qa" else r for r in recs]
+    forge(run, rename)
+    refused(run, r"form is 'qa_secret' but the probe's is 'qa'|missing forms: qa", tmp_path)
+
+
+def test_a_changed_gold_answer_is_refused(run: Path, tmp_path: Path):
+    def regold(recs):
+        return [{**r, "answers": ["I am not sure"]} if r["scorer"] == "rouge_l_recall" else r for r in recs]
+    forge(run, regold)
+    refused(run, r"answers is \['I am not sure'\] but the probe's is", tmp_path)
