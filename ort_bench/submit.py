@@ -7,8 +7,10 @@ reference) plus the submitter's metadata. `submit` checks it and copies it into
 - every record still carries its own hash (`record_sha256`) and a key that matches its fields;
 - the records belong to the models `results.json` names (fingerprints), with its scoring
   parameters, and cover exactly the probes it says were scored, in order;
-- the run was scored on this benchmark version, with a reference, on every form of it;
-- every number of `results.json` is recomputed from the records with `ort_bench.metrics` (the
+- the run was scored on a benchmark version open for entries, with a reference, on every form of it;
+- the records agree with what this ort-bench recomputes itself (`ort_bench.rederive`): the probes of
+  the recorded selection, the scores the stored outputs and likelihoods give, the parameters' hash;
+- every number of `results.json` is recomputed from the records with the version's metrics (the
   submitted aggregates are never trusted) and must agree within `TOLERANCE`.
 
 Each refusal is one `OrtBenchError` line. `verify_run` is also what `ort_bench.leaderboard` runs on
