@@ -17,20 +17,32 @@ def _csv(value: str) -> list[str]:
     return [v for v in value.replace(",", " ").split() if v]
 
 
+def _positive(value: str) -> int:
+    """A whole number of at least 1 (a count: 0 or -1 would silently mean "all" or "nothing")."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be at least 1")
+    return n
+
+
 def _limit(value: str) -> int | dict[str, int]:
-    """`N` (every split) or `forget=N,neighbour=M,...` (the splits named)."""
+    """`N` (every split) or `forget=N,neighbour=M,...` (the splits named); every N at least 1."""
     try:
         if "=" not in value:
-            return int(value)
+            return _positive(value)
         out = {}
         for part in _csv(value):
             split, n = part.split("=", 1)
             if split not in SPLITS:
                 raise ValueError
-            out[split] = int(n)
+            out[split] = _positive(n)
         return out
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: give N or split=N,... (splits: {', '.join(SPLITS)})") from None
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"{value!r}: give N or split=N,... with N >= 1 (splits: "
+                                         f"{', '.join(SPLITS)})") from None
 
 
 def cmd_templates_list(args: argparse.Namespace) -> int:
@@ -121,9 +133,10 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     if args.version == "all":
         if args.out is not None:
             raise OrtBenchError("--out needs one --version (each version has its own folder)")
-        print(json.dumps(build_all(), ensure_ascii=False, indent=2))
+        print(json.dumps(build_all(keep_going=args.keep_going), ensure_ascii=False, indent=2))
     else:
-        print(json.dumps(build_leaderboard(out=args.out, version=args.version), ensure_ascii=False, indent=2))
+        print(json.dumps(build_leaderboard(out=args.out, version=args.version, keep_going=args.keep_going),
+                         ensure_ascii=False, indent=2))
     return 0
 
 
@@ -206,13 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "forget=300,neighbour=100,utility=100")
     e.add_argument("--probes", default=None, help="score this probes JSONL instead of rendering the shipped KB")
     e.add_argument("--train-form", default=None, help="the form the model was unlearned on (adds E_train - WFE)")
-    e.add_argument("--max-new-tokens", type=int, default=32)
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-new-tokens", type=_positive, default=32)
+    e.add_argument("--batch-size", type=_positive, default=16)
     e.add_argument("--dtype", default="float32", help="float32 (CPU default), bfloat16, float16, auto")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    e.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
+    e.add_argument("--tensor-parallel-size", type=_positive, default=1, help="vllm: GPUs per model")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--chunk-size", type=int, default=128, help="probes scored between two durable writes")
+    e.add_argument("--chunk-size", type=_positive, default=128, help="probes scored between two durable writes")
     e.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
     e.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (.bin/.pt); refused by default")
     e.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
@@ -247,13 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--env", required=True, choices=["math", "sentiment"])
     ar = asub.add_parser("relearn", help="fine-tune on a few forget samples of the targets")
     ar.add_argument("--targets", type=_csv, required=True, help="comma list of target ids")
-    ar.add_argument("--samples", type=int, required=True, help="number of forget samples to relearn on")
+    ar.add_argument("--samples", type=_positive, required=True, help="number of forget samples to relearn on")
     ar.add_argument("--form", default="qa")
     for ap_, steps, bs in ((af, 50, 8), (ar, 20, 4)):
         ap_.add_argument("--model", required=True)
-        ap_.add_argument("--steps", type=int, default=steps)
+        ap_.add_argument("--steps", type=_positive, default=steps)
         ap_.add_argument("--lr", type=float, default=2e-5)
-        ap_.add_argument("--batch-size", type=int, default=bs)
+        ap_.add_argument("--batch-size", type=_positive, default=bs)
         ap_.add_argument("--seed", type=int, default=0)
         ap_.add_argument("--dtype", default="float32")
         ap_.add_argument("--device", default="auto")
@@ -268,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--targets", type=_csv, default=list(DEFAULT_TARGETS))
     d.add_argument("--method", default="npo", help="the gradient method to compare with ROCR")
-    d.add_argument("--steps", type=int, default=12, help="training steps of the gradient method")
+    d.add_argument("--steps", type=_positive, default=12, help="training steps of the gradient method")
     d.add_argument("--lr", type=float, default=5e-5, help="learning rate of the gradient method")
     d.add_argument("--limit", type=_limit, default=None,
                    help="items per split, spread over forms and targets: N or split=N,... (default: "
@@ -294,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     lbb.add_argument("--version", default="all", choices=["all", *VERSIONS],
                      help="benchmark version to build (default: every version with a folder; closed versions "
                           "rebuild from their stored records with their own definitions)")
+    lbb.add_argument("--keep-going", action="store_true",
+                     help="report a submission that fails its checks and build without it (default: refuse)")
     lbb.set_defaults(func=cmd_leaderboard_build)
     return p
 

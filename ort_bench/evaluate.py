@@ -18,7 +18,15 @@ from tqdm.auto import tqdm
 from ort_bench.errors import OrtBenchError
 from ort_bench.facts import SPLITS, load_kb
 from ort_bench.probes import Probe, read_probes, spread_items
-from ort_bench.records import RecordWriter, check_seal, load_records, put_in_order, record_key, sha256_json
+from ort_bench.records import (
+    RecordWriter,
+    RunLock,
+    check_seal,
+    load_records,
+    put_in_order,
+    record_key,
+    sha256_json,
+)
 from ort_bench.render import render_probes
 from ort_bench.templates import load_templates, templates_hash
 
@@ -39,6 +47,12 @@ class EvalConfig:
     chunk_size: int = 128  # probes per durable write
 
     SCORING_FIELDS = ("backend", "max_new_tokens", "seed", "dtype")
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_size", "tensor_parallel_size", "chunk_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise OrtBenchError(f"{name} must be a whole number of at least 1 (got {value!r})")
 
     def params_hash(self, benchmark: str | None = None) -> str:
         """Hash of what shapes a record's numbers: the scoring fields, the ROUGE variant and (from v2
@@ -85,6 +99,9 @@ def select_probes(
             probes, _ = render_probes(kb, templates, s, forms, langs, targets if s != "utility" else None,
                                       retain="eval" if CURRENT.retain_split else None)
             by_split[s] = probes
+    for n in (limit.values() if isinstance(limit, dict) else [limit]):
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise OrtBenchError(f"limit must be at least 1 item per split (got {n!r}); leave it out for every probe")
     selected: list[Probe] = []
     for s in splits:
         items = spread_items(by_split[s])
@@ -176,7 +193,7 @@ def _copy_reused(reuse: list[Path], keys: list[str], done: dict[str, dict[str, A
         path = path / "records.jsonl" if path.is_dir() else path
         if not path.is_file():
             raise OrtBenchError(f"{path}: no records to reuse there")
-        for key, rec in load_records(path).items():
+        for key, rec in load_records(path, repair=False, check=False).items():
             if key in wanted and check_seal(rec):
                 rec = {k: v for k, v in rec.items() if k != "record_sha256"}
                 found.append({**rec, "role": role})
@@ -293,20 +310,25 @@ def evaluate(
     probes, hashes = select_probes(splits, forms, langs, targets, limit, probes_file)
     if not probes:
         raise OrtBenchError("no probes selected (check --forms, --langs, --targets)")
-    records_path = out / "records.jsonl"
-    model_records, model_info = score_model(model, probes, records_path, config, "model", progress,
-                                              reuse=[Path(r) for r in reuse or []])
-    ref_records, ref_info = (None, None)
-    if reference is not None:
-        ref_records, ref_info = score_model(reference, probes, records_path, config, "reference", progress,
-                                              reuse=[Path(r) for r in reuse or []])
-    put_in_order(records_path, [r["key"] for r in model_records + (ref_records or [])])
-    results = results_from_records(
-        CURRENT, model_records, ref_records,
-        model=model_info, reference=ref_info, config=asdict(config), params_hash=config.params_hash(),
-        hashes=hashes, versions=_versions(), n_probes=len(probes),
-        selection={"splits": list(splits), "forms": forms, "langs": langs, "targets": targets, "limit": limit,
-                   "train_form": train_form},
-    )
-    write_results(out / "results.json", results)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OrtBenchError(f"{out}: cannot create the run folder ({exc.strerror})") from None
+    with RunLock(out):  # one writer per run folder
+        records_path = out / "records.jsonl"
+        model_records, model_info = score_model(model, probes, records_path, config, "model", progress,
+                                                  reuse=[Path(r) for r in reuse or []])
+        ref_records, ref_info = (None, None)
+        if reference is not None:
+            ref_records, ref_info = score_model(reference, probes, records_path, config, "reference", progress,
+                                                  reuse=[Path(r) for r in reuse or []])
+        put_in_order(records_path, [r["key"] for r in model_records + (ref_records or [])])
+        results = results_from_records(
+            CURRENT, model_records, ref_records,
+            model=model_info, reference=ref_info, config=asdict(config), params_hash=config.params_hash(),
+            hashes=hashes, versions=_versions(), n_probes=len(probes),
+            selection={"splits": list(splits), "forms": forms, "langs": langs, "targets": targets, "limit": limit,
+                       "train_form": train_form},
+        )
+        write_results(out / "results.json", results)
     return results

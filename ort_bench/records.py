@@ -39,13 +39,18 @@ def check_seal(record: dict[str, Any]) -> bool:
     return record.get("record_sha256") == sha256_json(body)
 
 
-def load_records(path: Path) -> dict[str, dict[str, Any]]:
-    """Records by key. A torn last line (a run killed while writing) is dropped with a warning;
-    a bad line anywhere else is an error naming the line."""
+def load_records(path: Path, repair: bool = True, check: bool = True) -> dict[str, dict[str, Any]]:
+    """Records by key. A torn last line (a run killed while writing) is dropped with a warning, and
+    cut from the file only with `repair` (a run's own file; another run's, lent by `--reuse`, is only
+    read). A bad line anywhere else is an error naming the line; with `check`, so is a record whose
+    hash does not match its content (edited by hand: a resumed run must not trust it)."""
     out: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return out
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OrtBenchError(f"{path}: cannot read records ({exc})") from None
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -57,9 +62,13 @@ def load_records(path: Path) -> dict[str, dict[str, Any]]:
             if lineno == len(lines):
                 print(f"warning: {path}:{lineno}: dropping a torn last line (run killed while writing)",
                       file=sys.stderr)
-                _truncate_last_line(path)
+                if repair:
+                    _truncate_last_line(path)
                 break
             raise OrtBenchError(f"{path}:{lineno}: not a valid record line") from None
+        if check and not check_seal(rec):
+            raise OrtBenchError(f"{path}:{lineno}: record edited (record_sha256 does not match its content): "
+                                "remove the line to score that probe again")
         out[rec["key"]] = rec
     return out
 
@@ -89,6 +98,41 @@ def _truncate_last_line(path: Path) -> None:
     data = path.read_bytes()
     cut = data.rstrip(b"\n").rfind(b"\n")
     path.write_bytes(data[: cut + 1] if cut >= 0 else b"")
+
+
+class RunLock:
+    """One writer per run folder: an exclusive, non-blocking `flock` on `DIR/.lock`, released when
+    the process ends (even killed). A second `evaluate` on the same folder is refused with the PID of
+    the one that holds it, instead of both appending to (and one replacing) the same records file."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+        self._fh: Any = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise OrtBenchError(f"{self.path.parent}: another run is writing to this folder (PID {holder}); wait "
+                                "for it or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 class RecordWriter:

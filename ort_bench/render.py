@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.facts import SPLITS, Fact, KnowledgeBase, fill, retain_half
+from ort_bench.facts import LANGS, RETAIN_HALVES, SPLITS, Fact, KnowledgeBase, fill, retain_half
 from ort_bench.probes import Probe, probe_id
 from ort_bench.scorers import SCORERS
 from ort_bench.templates import Template
@@ -242,6 +242,11 @@ def render_probes(
         unknown = [t for t in targets if t not in kb.targets]
         if unknown:
             raise OrtBenchError(f"unknown target {unknown[0]!r} (see data/targets.yaml)")
+    for lang in langs or []:
+        if lang not in LANGS:
+            raise OrtBenchError(f"unknown language {lang!r} (known: {', '.join(LANGS)})")
+    if retain not in (None, *RETAIN_HALVES):
+        raise OrtBenchError(f"unknown retain half {retain!r} (choose from {', '.join(RETAIN_HALVES)})")
     known_forms = {t.spec.form for t in templates}
     for f in forms or []:
         if f not in known_forms:

@@ -199,6 +199,8 @@ def load_templates(root: str | Path | None = None) -> list[Template]:
         if tpl.id in out:
             raise OrtBenchError(f"{path.name}: duplicate template id {tpl.id!r} (also {out[tpl.id].path.name})")
         out[tpl.id] = tpl
+    if not out:
+        raise OrtBenchError(f"{root}: no template files (*.yaml) in this folder")
     return [out[k] for k in sorted(out)]
 
 
