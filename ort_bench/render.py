@@ -214,6 +214,9 @@ def render_fact(kb: KnowledgeBase, builder: ContextBuilder, tpl: Template, fact:
             choices = _choices(tpl, vctx)
             if choices is not None and (not out["answers"] or out["answers"][0] not in choices):
                 raise OrtBenchError(f"{tpl.path.name}: target renders {out['answers'][:1]} which is not a choice")
+            if not out["prompt"] or not out["answers"]:
+                empty = "prompt" if not out["prompt"] else "target"
+                raise OrtBenchError(f"{tpl.path.name}: {empty}: renders empty for fact {fact.id!r}")
             probes.append(Probe(
                 id=probe_id(spec.id, fact_ids, variant), split=split, target=fact.target, form=spec.form,
                 lang=spec.lang, template_id=spec.id, fact_ids=fact_ids, prompt=out["prompt"],

@@ -14,14 +14,15 @@ from typing import Any, Literal
 
 import jinja2
 import yaml
-from jinja2 import StrictUndefined, meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2 import meta
+from jinja2.sandbox import SecurityError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ort_bench.benchmark import CURRENT, FORMS
 from ort_bench.errors import OrtBenchError
 from ort_bench.jsonl import describe_validation_error
 from ort_bench.paths import templates_dir
+from ort_bench.sandbox import BoundedSandbox, TemplateBudgetError, refused_tags, render_bounded
 from ort_bench.scorers import SCORERS
 
 TEMPLATE_SCORERS: tuple[str, ...] = tuple(s for s in CURRENT.scorers if s != "choice_acc")  # choice_acc: v1
@@ -80,9 +81,7 @@ class TemplateFile(TemplateMeta):
 
 BODIES = ("prompt", "target", "system", "prefill")
 
-_ENV = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
-)
+_ENV = BoundedSandbox()
 
 
 @dataclass
@@ -111,13 +110,19 @@ class Template:
         try:
             if body not in self._compiled:
                 self._compiled[body] = _ENV.from_string(getattr(self.spec, body))
-            return self._compiled[body].render(ctx).strip()
+            return render_bounded(self._compiled[body], ctx).strip()
         except jinja2.UndefinedError as exc:
             raise OrtBenchError(f"{self.path.name}: {body}: {exc.message}") from None
         except SecurityError as exc:
             raise OrtBenchError(f"{self.path.name}: {body}: refused by the sandbox ({exc})") from None
+        except TemplateBudgetError as exc:
+            raise OrtBenchError(f"{self.path.name}: {body}: refused: {exc}") from None
+        except RecursionError:
+            raise OrtBenchError(f"{self.path.name}: {body}: refused: recursion too deep") from None
         except jinja2.TemplateError as exc:
             raise OrtBenchError(f"{self.path.name}: {body}: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError, AttributeError, IndexError, KeyError, MemoryError) as exc:
+            raise OrtBenchError(f"{self.path.name}: {body}: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def render(self, ctx: dict[str, Any], answers: list[str]) -> dict[str, Any]:
         """Render every body; the target body once per accepted answer (deduplicated, in order)."""
@@ -152,9 +157,15 @@ def load_template(path: str | Path) -> Template:
         if src is None:
             continue
         try:
-            _ENV.parse(src)
+            ast = _ENV.parse(src)
         except jinja2.TemplateSyntaxError as exc:
             raise OrtBenchError(f"{path.name}: {body}: Jinja syntax error line {exc.lineno}: {exc.message}") from None
+        except RecursionError:
+            raise OrtBenchError(f"{path.name}: {body}: refused: nested too deeply") from None
+        refused = refused_tags(ast)
+        if refused:
+            raise OrtBenchError(f"{path.name}: {body}: refused: a template may not use {{% {refused[0]} %}} "
+                                "(one template is one file)")
     tpl = Template(spec, path, hashlib.sha256(raw_bytes).hexdigest())
     check_variables(tpl)
     return tpl
