@@ -40,6 +40,7 @@ class BenchmarkVersion:
     retain_split: bool  # neighbour / utility scored on retain-eval facts only
     open_for_submissions: bool
     reports_prob: bool  # ORT's Prob per form in results, tables and leaderboard
+    shows_audit: bool  # the leaderboard marks entries audited by re-scoring (ort-bench audit)
     description: str = ""
     thresholds: dict[str, float] = field(default_factory=dict)
 
@@ -76,14 +77,14 @@ class BenchmarkVersion:
 V1 = BenchmarkVersion(
     name="v1", forms=FORMS, scorers=("rouge_l_recall", "prob", "choice_acc"), min_known_items=5,
     min_known_targets=0, aggregation="probes", resample="probes", chance_corrected=False, retain_split=False,
-    open_for_submissions=False, reports_prob=False,
+    open_for_submissions=False, reports_prob=False, shows_audit=False,
     thresholds={"rouge_l_recall": 0.5, "choice_acc": 1.0, "prob": 0.1},
     description="closed: choice forms measured answer bias; utility was in-sample",
 )
 V2 = BenchmarkVersion(
     name="v2", forms=FORMS, scorers=("rouge_l_recall", "prob", "label_pair", "circular_choice", "choice_acc"),
     min_known_items=5, min_known_targets=3, aggregation="targets", resample="targets", chance_corrected=True,
-    retain_split=True, open_for_submissions=True, reports_prob=True,
+    retain_split=True, open_for_submissions=True, reports_prob=True, shows_audit=True,
     description="paired true/false, circular MCQ, scores above chance, target-level means and intervals, "
                 "held-out utility",
 )

@@ -118,6 +118,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ort_bench.audit import audit
+
+    report = audit(args.submission, sample=args.sample, seed=args.seed, model=args.model, write=not args.dry_run)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from ort_bench.submit import submit
 
@@ -287,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items per split, spread over forms and targets: N or split=N,... (default: "
                    + ",".join(f"{k}={v}" for k, v in DEFAULT_LIMIT.items()) + ")")
     d.set_defaults(func=cmd_demo)
+
+    au = sub.add_parser("audit", help="re-score a sample of a submission's items with its checkpoint",
+                        description="Load the submission's checkpoint (its fingerprint must match the records), "
+                        "re-score a seeded random sample of items with the recorded parameters, and compare outputs "
+                        "and likelihoods with the records; on success write audit.json beside the submission (the "
+                        "leaderboard then marks it audited).")
+    au.add_argument("submission", help="a submission folder (leaderboards/v2/submissions/NAME) or a run folder")
+    au.add_argument("--sample", type=_positive, default=20, help="items to re-score (default 20)")
+    au.add_argument("--seed", type=int, default=0, help="which items (default 0)")
+    au.add_argument("--model", default=None, help="where the checkpoint is, if not at the spec results.json records")
+    au.add_argument("--dry-run", action="store_true", help="compare, but write no audit.json")
+    au.set_defaults(func=cmd_audit)
 
     sb = sub.add_parser("submit", help="verify an evaluate run and add it to the leaderboard",
                         description="Recompute every score from RUN_DIR/records.jsonl, check hashes, fingerprints "

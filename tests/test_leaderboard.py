@@ -83,7 +83,7 @@ def test_numbers_come_from_the_records_not_the_submitted_file(built):
 def test_csv_has_per_form_columns_with_cis(built):
     root, _, _ = built
     rows = list(csv.DictReader(io.StringIO((root / "v2" / "leaderboard.csv").read_text())))
-    assert list(rows[0]) == csv_columns(FORMS, prob=True)  # v2 reports ORT's Prob per form
+    assert list(rows[0]) == csv_columns(FORMS, prob=True, audit=True)  # v2: ORT's Prob per form, audit
     assert {f"efficacy_{f}_ci_high" for f in FORMS} <= set(rows[0])
     assert rows[0]["name"] == "strong" and float(rows[0]["ort_score"]) > float(rows[-1]["ort_score"])
 

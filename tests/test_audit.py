@@ -1,0 +1,77 @@
+"""`ort-bench audit`: an honest entry re-scores to its records; rewritten outputs and another
+checkpoint are caught; the leaderboard marks audited entries (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_submit import forge
+
+from ort_bench.audit import AUDIT_FILE, audit
+from ort_bench.errors import OrtBenchError
+from ort_bench.evaluate import EvalConfig, evaluate
+from ort_bench.leaderboard import build_leaderboard
+from ort_bench.submit import submit
+
+LIMIT = {"forget": 11, "neighbour": 2, "utility": 2}  # one item per form: every form covered, seconds on a tiny model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def scored(make_tiny_model, tmp_path_factory) -> tuple[Path, Path, Path]:
+    unlearned, original = make_tiny_model(seed=1), make_tiny_model(seed=0)
+    run = tmp_path_factory.mktemp("audit") / "run"
+    evaluate(str(unlearned), run, reference=str(original), targets=["france", "japan", "william_shakespeare"],
+             limit=LIMIT, config=EvalConfig(max_new_tokens=4, batch_size=8), progress=False)
+    return run, unlearned, original
+
+
+def test_an_honest_entry_passes_and_is_marked_audited(scored, tmp_path):
+    run, _, _ = scored
+    root = tmp_path / "lb"
+    submit(run, "honest", root=root)
+    folder = root / "v2" / "submissions" / "honest"
+    report = audit(folder, sample=5, seed=3)
+    assert report["sample"] == 5 and (folder / AUDIT_FILE).is_file()
+    build_leaderboard(root=root)
+    md = (root / "v2" / "leaderboard.md").read_text()
+    assert f"audited (5 items, {report['date']})" in md
+    entry = json.loads((root / "v2" / "leaderboard.json").read_text())["entries"][0]
+    assert entry["audit"]["sample"] == 5
+
+
+def test_an_audit_of_other_records_does_not_count(scored, tmp_path):
+    run, _, _ = scored
+    root = tmp_path / "lb"
+    submit(run, "entry", root=root)
+    folder = root / "v2" / "submissions" / "entry"
+    (folder / AUDIT_FILE).write_text(json.dumps({"sample": 999, "date": "2026-01-01", "records_sha256": "x"}))
+    build_leaderboard(root=root)
+    assert "not audited" in (root / "v2" / "leaderboard.md").read_text()
+
+
+def test_rewritten_outputs_pass_submit_but_not_the_audit(scored, tmp_path):
+    run = tmp_path / "forged"
+    shutil.copytree(scored[0], run)
+
+    def claim_forgotten(recs):
+        out = []
+        for r in recs:
+            if r["role"] == "model" and r["scorer"] == "rouge_l_recall":
+                r = {**r, "output": "I do not know.", "rouge_l_recall": 0.0, "primary": 0.0}
+            out.append(r)
+        return out
+    forge(run, claim_forgotten)
+    submit(run, "forged", root=tmp_path / "lb", dry_run=True)  # consistent records: submit cannot tell
+    with pytest.raises(OrtBenchError, match=r"^audit failed: probe \w+: output differs"):
+        audit(run, sample=30, write=False)
+
+
+def test_another_checkpoint_is_refused(scored, make_tiny_model):
+    run, _, _ = scored
+    with pytest.raises(OrtBenchError, match="is not the submission's model fingerprint"):
+        audit(run, model=str(make_tiny_model(seed=2)), write=False)
