@@ -166,7 +166,10 @@ def _load_yaml(path: Path) -> object:
         with path.open(encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except yaml.YAMLError as exc:
-        raise OrtBenchError(f"{path}: not valid YAML ({exc})") from None
+        raise OrtBenchError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise OrtBenchError(f"{path}: not UTF-8 text (byte {byte:#04x} at offset {exc.start})") from None
 
 
 def _load_relations(path: Path) -> dict[str, Relation]:

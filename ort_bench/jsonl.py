@@ -32,8 +32,13 @@ def iter_jsonl_numbered(path: str | Path, model: type[M]) -> Iterator[tuple[int,
     path = Path(path)
     if not path.is_file():
         raise OrtBenchError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw_line in enumerate(fh, start=1):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise OrtBenchError(f"{path}:{lineno}: not UTF-8 text (byte {raw_line[exc.start]:#04x} at column "
+                                    f"{exc.start + 1})") from None
             if not line.strip():
                 continue
             try:

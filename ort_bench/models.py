@@ -485,11 +485,20 @@ def torch_dtype(dtype: str):
 
 
 def resolve_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
+    """`auto` picks the GPU when there is one; a device that is not there is one line, not a torch
+    assertion deep inside loading."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":", 1)[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise OrtBenchError(f"device {device!r}: no CUDA GPU is available here (use --device cpu or auto)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise OrtBenchError(f"device {device!r}: MPS is not available here (use --device cpu or auto)")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise OrtBenchError(f"unknown device {device!r} (choose from auto, cpu, cuda, cuda:N, mps)")
+    return device
 
 
 def load_tokenizer(model: ResolvedModel):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.records import RecordWriter, check_seal, load_records, record_key
+from ort_bench.records import RecordWriter, check_seal, load_records, record_key, seal
 
 
 def test_key_separates_model_backend_params_and_probe_content():
@@ -42,6 +42,6 @@ def test_torn_last_line_is_dropped_and_the_file_repaired(tmp_path, capsys):
 
 def test_a_bad_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "records.jsonl"
-    path.write_text('{"key": "k1"}\nnot json\n{"key": "k3"}\n')
+    path.write_text(json.dumps(seal({"key": "k1"})) + '\nnot json\n{"key": "k3"}\n')
     with pytest.raises(OrtBenchError, match=r"records.jsonl:2: not a valid record line"):
         load_records(path)
