@@ -96,9 +96,10 @@ def items_of(records: pd.DataFrame, version: Any = None) -> pd.DataFrame:
     df["n_choices"] = [len(c) if isinstance(c, list | tuple) else 0 for c in n_choices]
     facts = df["fact_ids"] if "fact_ids" in df.columns else pd.Series(None, index=df.index)
     targets = df["target"] if "target" in df.columns else pd.Series(None, index=df.index)
-    df["target"] = [None if _is_missing(t) else t for t in targets]
+    target_list = [None if _is_missing(t) else t for t in targets]  # pandas would turn None into NaN
+    df["target"] = pd.Series(target_list, index=df.index, dtype=object)
     df["cluster"] = [t if t is not None else (f[0] if isinstance(f, list | tuple) and f else i)
-                     for t, f, i in zip(df["target"], facts, df["item"], strict=True)]
+                     for t, f, i in zip(target_list, facts, df["item"], strict=True)]
     if "prob" not in df.columns:
         df["prob"] = np.nan
     if "output" not in df.columns:

@@ -292,3 +292,17 @@ def test_no_retain_eval_fact_reaches_a_method(tiny_llama_dir, tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "eval" / "records.jsonl").read_text().splitlines()]
     scored = {f for r in recs if r["split"] != "forget" for f in r["fact_ids"] if f in retained}
     assert scored and not scored & seen and all(retain_half(f) == "eval" for f in scored)
+
+
+def test_general_knowledge_items_cluster_by_fact():
+    """Utility facts belong to no target (None in the records): each fact is its own cluster, and
+    general retention is defined (a None target must not make the items vanish from the groups)."""
+    rows = []
+    for i in range(6):
+        for t in ("qa-a", "qa-b"):
+            rows.append({"probe_id": f"{t}-{i}", "split": "utility", "form": "qa", "scorer": "rouge_l_recall",
+                         "target": None, "fact_ids": [f"u.f{i}"], "primary": 1.0, "output": "x"})
+    m = pd.DataFrame(rows)
+    r = m.copy()
+    out = compare_v2(m.assign(primary=[0.5] * len(m)), r, version=V2)
+    assert out["general"]["n_clusters_known"] == 6 and out["general_retention"] == pytest.approx(0.5)
