@@ -88,6 +88,54 @@ def table(out: Path, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def detail_tables(out: Path, methods: list[str]) -> str:
+    """The tables under the main one in docs/RESULTS.md: what there was to forget, per-form efficacy
+    after the attack, utility and cost, ORT's Prob."""
+    def load(name: str) -> dict | None:
+        p = out / name / "results.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    lines: list[str] = []
+    first = next((r for m in methods if (r := load(f"{m}-eval"))), None)
+    if first is None:
+        return ""
+    forms = [f["form"] for f in first["forms"]]
+    lines += ["Known items of the original (targets), chance level per item:", "",
+              "| " + " | ".join(forms) + " |", "|" + "---|" * len(forms),
+              "| " + " | ".join(f"{f['n_known']} / {f['n_total']} ({f['n_targets_known']})" for f in first["forms"])
+              + " |", "| " + " | ".join(_fmt(f["chance"], 3) for f in first["forms"]) + " |", ""]
+    scored = [f["form"] for f in first["forms"] if f["excluded"] is None]
+    lines += ["After the math fine-tuning attack, per form (efficacy, 95% CI over targets):", "",
+              "| method | " + " | ".join(scored) + " | WFE (form) |", "|---|" + "---|" * (len(scored) + 1)]
+    for m in methods:
+        a = load(f"{m}-math-eval")
+        if a:
+            eff = {f["form"]: f for f in a["forms"]}
+            cells = [f"{_fmt(eff[f]['efficacy'], 2)} [{_fmt(eff[f]['efficacy_ci_low'], 2)}, "
+                     f"{_fmt(eff[f]['efficacy_ci_high'], 2)}]" for f in scored]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {_fmt(a['worst_form_efficacy'], 2)} "
+                         f"({a['worst_form']}) |")
+    lines += ["", "Utility (retain-eval facts only) and cost:", "",
+              "| method | neighbour retention | general retention | fluency (bits; original "
+              f"{_fmt(first['comparison']['fluency_reference'], 2)}) | method time |", "|---|---|---|---|---|"]
+    for m in methods:
+        r = load(f"{m}-eval")
+        card = out / f"{m}-model" / "unlearn_card.json"
+        secs = json.loads(card.read_text())["method_seconds"] if card.exists() else None
+        if r:
+            c = r["comparison"]
+            lines.append(f"| {m} | {_fmt(c['neighbour_retention'], 2)} | {_fmt(c['general_retention'], 2)} | "
+                         f"{_fmt(c['fluency'], 2)} | {_fmt(secs, 0)} s |")
+    lines += ["", "ORT's Prob per form, model (original: first row):", "",
+              "| method | " + " | ".join(forms) + " |", "|---|" + "---|" * len(forms),
+              "| original | " + " | ".join(_fmt(f["prob_reference"], 3) for f in first["forms"]) + " |"]
+    for m in methods:
+        r = load(f"{m}-eval")
+        if r:
+            lines.append(f"| {m} | " + " | ".join(_fmt(f["prob_model"], 3) for f in r["forms"]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/exp")
@@ -106,6 +154,8 @@ def main() -> None:
     if not args.table:
         run(args)
     print(table(Path(args.out), args.methods))
+    print()
+    print(detail_tables(Path(args.out), args.methods))
 
 
 if __name__ == "__main__":

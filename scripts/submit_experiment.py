@@ -1,0 +1,80 @@
+"""Submit the runs of `scripts/experiment.py` to the current leaderboard (the entries of docs/RESULTS.md),
+through `ort_bench.submit.submit`, as any submitter would, then rebuild every leaderboard.
+
+    python scripts/submit_experiment.py --exp runs/exp [--dry-run]
+
+- `embedded-base`: the original model scored against itself (its answers come from the experiment's
+  `base-eval`, reused, not rescored): efficacy 0 by construction, the floor every method must beat.
+- `embedded-<method>`: each unlearned model scored against the original. A model whose answers
+  are the original's on at least `--same` of the items (it did not act) is not submitted: it would
+  be an entry that measures nothing; the script says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ort_bench.api import evaluate
+from ort_bench.evaluate import EvalConfig
+from ort_bench.leaderboard import build_all
+from ort_bench.submit import submit
+
+META = {
+    "base": ("none (the original model)", None),
+    "ga": ("GA", None),
+    "graddiff": ("GradDiff", None),
+    "npo": ("NPO", "https://arxiv.org/abs/2404.05868"),
+    "simnpo": ("SimNPO", "https://arxiv.org/abs/2410.07163"),
+    "rmu": ("RMU", "https://arxiv.org/abs/2403.03218"),
+    "ilu": ("ILU over NPO (math)", None),
+    "rocr": ("ROCR", None),
+}
+
+
+def unchanged_share(run: Path) -> float:
+    """Share of probes on which the model's output and likelihoods equal the reference's."""
+    recs = [json.loads(line) for line in (run / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+    ref = {r["probe_id"]: r for r in recs if r["role"] == "reference"}
+    model = [r for r in recs if r["role"] == "model"]
+    same = sum(all(r.get(k) == ref[r["probe_id"]].get(k) for k in ("output", "choice_logprobs")) for r in model)
+    return same / max(len(model), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--exp", default="runs/exp")
+    ap.add_argument("--date", default=None, help="submission date (default today, UTC)")
+    ap.add_argument("--same", type=float, default=0.95, help="share of unchanged answers that means 'did not act'")
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args()
+    exp = Path(args.exp)
+    base_card = json.loads((exp / "base-eval" / "results.json").read_text(encoding="utf-8"))
+    sel = base_card["selection"]
+    self_run = exp / "base-self-eval"
+    evaluate("embedded", self_run, reference="embedded", targets=sel["targets"], limit=sel["limit"],
+             train_form="qa", config=EvalConfig(max_new_tokens=base_card["config"]["max_new_tokens"],
+                                                batch_size=base_card["config"]["batch_size"]),
+             reuse=[exp / "base-eval"], progress=False)
+    runs = {"base": self_run, **{m: exp / f"{m}-eval" for m in META if m != "base"}}
+    for method, run in runs.items():
+        if not (run / "results.json").is_file():
+            print(f"{method}: no finished run at {run}: skipped")
+            continue
+        if method != "base" and unchanged_share(run) >= args.same:
+            print(f"{method}: answers equal the original's on {unchanged_share(run):.0%} of the probes: the "
+                  "method did not act; not submitted")
+            continue
+        label, link = META[method]
+        model_name = "SmolLM2-135M-Instruct" + ("" if method == "base" else f", {label}, 10 targets (docs/RESULTS.md)")
+        out = submit(run, f"embedded-{method}", method=label, link=link, model_name=model_name, date=args.date,
+                     dry_run=args.dry_run)
+        print(json.dumps({k: out[k] for k in ("name", "worst_form_efficacy", "worst_form", "utility", "ort_score")}))
+    if not args.dry_run:
+        for built in build_all():
+            print(f"built {built['out']}: {built['entries']} entries")
+
+
+if __name__ == "__main__":
+    main()
