@@ -34,11 +34,12 @@ META = {
 
 
 def unchanged_share(run: Path) -> float:
-    """Share of probes on which the model's output and likelihoods equal the reference's."""
+    """Share of free-answer probes on which the model's greedy answer is the reference's, word for word
+    (likelihoods always move a little after any weight change; answers show whether it acted)."""
     recs = [json.loads(line) for line in (run / "records.jsonl").read_text(encoding="utf-8").splitlines()]
     ref = {r["probe_id"]: r for r in recs if r["role"] == "reference"}
-    model = [r for r in recs if r["role"] == "model"]
-    same = sum(all(r.get(k) == ref[r["probe_id"]].get(k) for k in ("output", "choice_logprobs")) for r in model)
+    model = [r for r in recs if r["role"] == "model" and r["scorer"] == "rouge_l_recall"]
+    same = sum(r["output"] == ref[r["probe_id"]]["output"] for r in model)
     return same / max(len(model), 1)
 
 
@@ -63,7 +64,7 @@ def main() -> None:
             print(f"{method}: no finished run at {run}: skipped")
             continue
         if method != "base" and unchanged_share(run) >= args.same:
-            print(f"{method}: answers equal the original's on {unchanged_share(run):.0%} of the probes: the "
+            print(f"{method}: free answers equal the original's on {unchanged_share(run):.0%} of the probes: the "
                   "method did not act; not submitted")
             continue
         label, link = META[method]
