@@ -197,3 +197,16 @@ def test_a_hand_written_submission_json_with_html_in_the_name_is_refused(tmp_pat
     (folder / "submission.json").write_text(json.dumps(meta))
     with pytest.raises(OrtBenchError, match=r"submission\.json: name .*must be a slug"):
         build_leaderboard(root=root)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_shipped_leaderboards_rebuild_byte_identically(version, tmp_path: Path):
+    """v1 (closed, its own definitions) and v2 (current) are regenerated from their stored submissions
+    into a copy, and every generated file equals the shipped one byte for byte."""
+    from ort_bench.paths import leaderboards_dir
+
+    shipped = leaderboards_dir() / version
+    shutil.copytree(shipped / "submissions", tmp_path / version / "submissions")
+    build_leaderboard(root=tmp_path, version=version)
+    for f in OUTPUT_FILES:
+        assert (tmp_path / version / f).read_bytes() == (shipped / f).read_bytes(), f
