@@ -47,8 +47,12 @@ def mutated(draw, text: str) -> bytes:
     return bytes(data)
 
 
-def _one_line(exc: OrtBenchError) -> None:
-    assert "\n" not in str(exc) and str(exc)
+def loads_or_one_line(fn, *args) -> None:
+    """`fn(*args)` succeeds, or fails with one non-empty OrtBenchError line (any other exception fails)."""
+    try:
+        fn(*args)
+    except OrtBenchError as exc:
+        assert "\n" not in str(exc) and str(exc)
 
 
 @FUZZ
@@ -58,10 +62,7 @@ def test_facts(tmp_path_factory, line):
     shutil.copytree(FIX / "kb", kb, dirs_exist_ok=True)
     with (kb / "facts" / "forget.jsonl").open("ab") as fh:
         fh.write(line + b"\n")
-    try:
-        load_kb(kb)
-    except OrtBenchError as exc:
-        _one_line(exc)
+    loads_or_one_line(load_kb, kb)
 
 
 @FUZZ
@@ -69,10 +70,7 @@ def test_facts(tmp_path_factory, line):
 def test_templates(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("tpl") / "t.yaml"
     path.write_bytes(text)
-    try:
-        render_probes(load_kb(FIX / "kb"), [load_template(path)], "forget")
-    except OrtBenchError as exc:
-        _one_line(exc)
+    loads_or_one_line(lambda: render_probes(load_kb(FIX / "kb"), [load_template(path)], "forget"))
 
 
 @FUZZ
@@ -80,10 +78,7 @@ def test_templates(tmp_path_factory, text):
 def test_probe_files(tmp_path_factory, line):
     path = tmp_path_factory.mktemp("probes") / "p.jsonl"
     path.write_bytes(PROBE.encode() + b"\n" + line + b"\n")
-    try:
-        read_probes(path)
-    except OrtBenchError as exc:
-        _one_line(exc)
+    loads_or_one_line(read_probes, path)
 
 
 @FUZZ
@@ -91,10 +86,7 @@ def test_probe_files(tmp_path_factory, line):
 def test_records(tmp_path_factory, line, torn):
     path = tmp_path_factory.mktemp("records") / "records.jsonl"
     path.write_bytes(line + (b"" if torn else b"\n") + RECORD.encode() + b"\n")
-    try:
-        load_records(path)
-    except OrtBenchError as exc:
-        _one_line(exc)
+    loads_or_one_line(load_records, path)
 
 
 VALUES = st.one_of(st.text(max_size=12), st.integers(-5, 5).map(str), st.sampled_from(
