@@ -102,15 +102,11 @@ def prob_from_logprobs(items: Sequence[tuple[float, int]]) -> float:
 
 
 def choice_acc(choice_logprobs: Sequence[float], gold_index: int) -> float:
-    """1.0 if the gold option's log-likelihood is strictly higher than every other option's.
+    """1.0 if the gold option's log-likelihood is strictly higher than every other option's (ties and
+    NaN count as wrong; `ort_bench.scorers.decide_choice`). Compared as given: v1's per-probe rule."""
+    from ort_bench.scorers import decide_choice
 
-    Ties count as wrong: a model that no longer prefers anything (equal scores, e.g. a collapsed
-    unlearned model, or NaN) must not be credited with knowing the answer by the tie-break order.
-    Log-likelihoods are compared as given; normalise them first if options differ in length."""
-    if not 0 <= gold_index < len(choice_logprobs):
-        raise ValueError(f"gold_index {gold_index} out of range for {len(choice_logprobs)} options")
-    gold = choice_logprobs[gold_index]
-    return float(all(gold > lp for i, lp in enumerate(choice_logprobs) if i != gold_index))
+    return decide_choice(choice_logprobs, gold_index)
 
 
 # Fluency: ROME/MEMIT's `n_gram_entropy` (Meng et al. 2022, also used by unlearning papers):
