@@ -44,7 +44,6 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
           write: bool = True, progress: bool = False) -> dict[str, Any]:
     """Re-score `sample` items of a stored submission (or a run folder) and compare with its records.
     `model` overrides where the checkpoint is (default: the spec recorded in results.json)."""
-    from ort_bench import rederive
     from ort_bench.backends import get_backend
     from ort_bench.evaluate import EvalConfig, _score_chunk
     from ort_bench.models import load_tokenizer, resolve_model
@@ -64,7 +63,10 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     model_recs = [r for r in recs if r["role"] == "model"]
     chosen = set(_sample_items(model_recs, sample, seed))
     old = [r for r in model_recs if (r.get("item_id") or r["probe_id"]) in chosen]
-    by_id = {p.id: p for p in rederive.rebuild_probes(res)}
+    if run.probes is None:
+        raise OrtBenchError(f"{folder}: benchmark {res.benchmark_version} is closed: its probes are not rendered "
+                            "by this ort-bench, so its entries cannot be re-scored")
+    by_id = {p.id: p for p in run.probes}
     probes = [by_id[r["probe_id"]] for r in old]
     cfg = {k: res.config[k] for k in ("backend", "max_new_tokens", "seed", "dtype", "batch_size") if k in res.config}
     config = EvalConfig(**cfg)

@@ -53,9 +53,21 @@ class BenchmarkVersion:
     def threshold(self, scorer: str) -> float:
         return self.thresholds.get(scorer, SCORERS[scorer].known_threshold)
 
+    @property
+    def directions(self) -> dict[str, str]:
+        """The direction of every number this version's results report."""
+        if self.aggregation == "probes":
+            from ort_bench.metrics import DIRECTIONS
+
+            return DIRECTIONS
+        from ort_bench.metrics_v2 import DIRECTIONS_V2
+
+        return DIRECTIONS_V2
+
     def compare(self, model_records: Any, reference_records: Any, **kw: Any) -> dict[str, Any]:
-        """The comparison block of results.json for this version (see ort_bench.metrics / metrics_v2)."""
-        if self.name == "v1":
+        """The comparison block of results.json for this version: probe-pooled (ort_bench.metrics, v1)
+        or items over targets (ort_bench.metrics_v2)."""
+        if self.aggregation == "probes":
             from ort_bench.metrics import compare
 
             return compare(model_records, reference_records, **kw)
@@ -67,7 +79,7 @@ class BenchmarkVersion:
         """The per-split summary of one model alone (items, not probes, from v2 on)."""
         from ort_bench import metrics
 
-        if self.name == "v1":
+        if self.aggregation == "probes":
             return metrics.summarize_single(records, **kw)
         from ort_bench.metrics_v2 import items_of
 

@@ -36,6 +36,7 @@ from ort_bench.metrics import (
     HIGHER,
     LOWER,
     ROUGE_VARIANT,
+    _check,
     _efficacy,
     _fluency_of,
     _num,
@@ -72,18 +73,7 @@ def items_of(records: pd.DataFrame, version: Any = None) -> pd.DataFrame:
     an error (a run cut in the middle of an item would score half a pair)."""
     if len(records) == 0:
         return pd.DataFrame(columns=ITEM_COLUMNS)
-    for col in ("probe_id", "split", "form", "scorer", "primary"):
-        if col not in records.columns:
-            raise ValueError(f"records: missing column {col!r}")
-    df = records.copy()
-    df["primary"] = pd.to_numeric(df["primary"], errors="coerce").astype(float)
-    bad = df[~np.isfinite(df["primary"])]
-    if len(bad):
-        raise ValueError(f"records: {len(bad)} records without a finite primary score "
-                         f"(first: probe {bad['probe_id'].iloc[0]!r})")
-    dup = df["probe_id"][df["probe_id"].duplicated()]
-    if len(dup):
-        raise ValueError(f"records: duplicate probe_id {dup.iloc[0]!r} ({len(dup)} duplicates)")
+    df = _check(records)  # columns, unique probe ids, finite primary scores (a copy)
     if version is not None:
         unknown = sorted(set(df["scorer"]) - set(version.scorers))
         if unknown:
@@ -147,8 +137,7 @@ class _Clusters:
         rng = np.random.default_rng([int(seed), zlib.crc32(label.encode("utf-8"))])
         draws = rng.integers(0, max(n, 1), size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
         self.weights = np.zeros((n_boot, n))
-        for c in range(n):
-            self.weights[:, c] = (draws == c).sum(axis=1)
+        np.add.at(self.weights, (np.arange(n_boot)[:, None], draws), 1)  # how often each cluster was drawn
 
     def means(self, per_cluster: pd.Series) -> tuple[float, np.ndarray]:
         """Mean over clusters of `per_cluster` (a value per cluster), and its bootstrap replicates."""

@@ -51,11 +51,6 @@ def spread_items(probes: list[Probe]) -> list[list[Probe]]:
     return [groups[h.item_key] for h in heads]
 
 
-def spread_for_limit(probes: list[Probe]) -> list[Probe]:
-    """`spread_items`, flattened: the probe order of a run."""
-    return [p for item in spread_items(probes) for p in item]
-
-
 class Probe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: int = PROBE_SCHEMA_VERSION

@@ -24,11 +24,11 @@ import math
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.submit import TOLERANCE  # the same tolerance as the aggregates' recomputation
 
 # record field -> how to read the same thing off the probe
 PROBE_FIELDS = ("split", "target", "form", "lang", "template_id", "fact_ids", "scorer", "answers", "item_id",
                 "item_size", "variant")
-TOLERANCE = 1e-9
 
 
 def _close(a: Any, b: Any) -> bool:

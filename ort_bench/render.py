@@ -15,6 +15,8 @@ from ort_bench.scorers import SCORERS
 from ort_bench.templates import Template
 
 LETTERS = ("A", "B", "C", "D")
+# Context fields an item kind renders from, beyond the template's own needs (`item_variants`).
+ITEM_NEEDS: dict[str, tuple[str, ...]] = {"pair": ("false_statement",), "circular": ("options", "answer_letter")}
 N_EXAMPLES = 3
 
 
@@ -197,8 +199,7 @@ def render_fact(kb: KnowledgeBase, builder: ContextBuilder, tpl: Template, fact:
             summary.skipped[(spec.id, "no bridge into the subject")] += 1
     else:
         contexts = [((fact.id,), base)]
-    needs = list(spec.needs) + (["false_statement"] if SCORERS[spec.scorer].item == "pair" else []) \
-        + (["options", "answer_letter"] if SCORERS[spec.scorer].item == "circular" else [])
+    needs = [*spec.needs, *ITEM_NEEDS.get(SCORERS[spec.scorer].item, ())]
     probes = []
     for fact_ids, ctx in contexts:
         missing = [n for n in needs if n not in ctx or (n == "en" and ctx["en"] is None)]

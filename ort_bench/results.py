@@ -72,11 +72,6 @@ def _clean(obj: Any) -> Any:
 def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | None, config: dict,
                   params_hash: str, hashes: dict, versions: dict, n_probes: int, summary: dict,
                   comparison: dict | None, selection: dict) -> dict[str, Any]:
-    from ort_bench.metrics import DIRECTIONS
-    from ort_bench.metrics_v2 import DIRECTIONS_V2
-
-    directions = DIRECTIONS if version.name == "v1" else DIRECTIONS_V2
-
     comparison = _clean(comparison) if comparison is not None else None
     summary = _clean(summary)
     headline: dict[str, Any] = {}
@@ -91,7 +86,7 @@ def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | N
     res = Results(
         benchmark_version=version.name, created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         model=ModelInfo(**model), reference=ModelInfo(**reference) if reference else None,
-        directions=directions, forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
+        directions=version.directions, forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
         selection=selection, config=config, params_hash=params_hash, hashes=hashes, versions=versions,
         **headline,
     )

@@ -125,6 +125,7 @@ class VerifiedRun:
     results: Results
     recomputed: dict[str, Any]  # results.json as the records give it
     n_records: dict[str, int]
+    probes: list[Any] | None = None  # the selection rebuilt from this repository (open versions only)
 
 
 def _read_record_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -272,6 +273,7 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
                             "with --reference (the model before unlearning)")
     by_role = _check_records(run_dir / RECORDS_FILE, res)
     _check_coverage(res, by_role)
+    probes = None
     if get_version(res.benchmark_version).open_for_submissions:  # a closed version's probes are not rendered now
         from ort_bench import rederive
 
@@ -288,7 +290,7 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     d = _diff(submitted, recomputed, "")
     if d:
         raise OrtBenchError(f"results.json: {d} (scores are recomputed from the records, never taken as submitted)")
-    return VerifiedRun(run_dir, res, recomputed, {r: len(v) for r, v in by_role.items()})
+    return VerifiedRun(run_dir, res, recomputed, {r: len(v) for r, v in by_role.items()}, probes)
 
 
 def submissions_dir(root: str | Path | None = None, benchmark_version: str = BENCHMARK_VERSION) -> Path:
