@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--targets", default=None, help="comma list of target ids (default: the first two of the KB)")
     ap.add_argument("--layers", default="auto")
+    ap.add_argument("--threshold", type=float, default=None, help="null-space eigenvalue threshold (default: ORT's)")
     ap.add_argument("--runs", type=int, default=2, help="warm runs after the cold one")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
@@ -50,10 +51,11 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model {args.model}: load {load_s:.1f}s; targets {', '.join(targets)}: "
-          f"{sum(len(v) for v in data.subjects.values())} names, {len(data.protect_subjects)} protected names, "
+          f"{sum(len(v) for v in data.subjects.values())} names, "
           f"{len(data.general_texts)} general texts (data {data_s:.1f}s)")
     with tempfile.TemporaryDirectory() as cache:
-        cfg = make_config("rocr", {"layers": args.layers, "cache_dir": cache})
+        extra = {"nullspace_threshold": args.threshold} if args.threshold else {}
+        cfg = make_config("rocr", {"layers": args.layers, "cache_dir": cache, **extra})
         for run in range(1 + args.runs):
             model = copy.deepcopy(base)
             t0 = time.perf_counter()
@@ -64,13 +66,12 @@ def main() -> None:
             print(f"run {run + 1} ({label}): total {total:.2f}s = covariance {cov['seconds']:.2f}s "
                   f"(weight hashing {cov['hash_seconds']:.2f}s; computed layers {cov['computed']}, "
                   f"{cov['tokens']} tokens) + edit {stats['edit_seconds']:.2f}s")
-        print(f"layers {stats['layers']}; residual gap to the concept {stats['residual_gap_before']:.1f} -> "
-              f"{stats['residual_gap_after']:.1f}; concepts {stats['concepts']}")
+        print(f"layers {stats['layers']}; residual gap to {stats['unrelated_subject']!r} "
+              f"{stats['residual_gap_before']:.1f} -> {stats['residual_gap_after']:.1f}")
         for row in stats["per_layer"]:
-            print(f"  layer {row['layer']}: protected dims {row['protected_dims']}/{row['key_dims']}, "
-                  f"key energy in null space {row['key_energy_in_null_space']:.2f}, "
-                  f"|dW|/|W| {row['update_rel_norm']:.3f}")
-
+            print(f"  {row['target']} layer {row['layer']}: null space {row['null_space_dims']}/{row['key_dims']} "
+                  f"dims, key energy in it {row['key_energy_in_null_space']:.2f}, "
+                  f"|dW|/|W| {row['update_rel_norm']:.4f}")
 
 if __name__ == "__main__":
     main()

@@ -7,9 +7,9 @@
 - Retain data: the targets' neighbour probes and the utility set, in the qa form, from the
   **retain-train** half of those facts only (`facts.retain_half`): the retain-eval half is what
   utility is scored on, so no method sees it.
-- ROCR also gets the targets' names (name, aliases, localised names), its neighbours' names (the
-  subjects of their retain-train facts), and a general-text corpus for its key covariance (the
-  retain-train utility probes of every form, interleaved, and the fine-tuning environments).
+- ROCR also gets the targets' names (name first, then aliases and localised names) and a
+  general-text corpus for its key covariance (the retain-train utility probes of every form,
+  interleaved, and the fine-tuning environments).
 - The card lists every fact id the method saw (`data.seen_fact_ids`).
 - Output: an HF directory (safetensors, tokenizer with its chat template) plus `unlearn_card.json`
   (method, every hyperparameter, data hashes, base model fingerprint, step statistics, wall time,
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.facts import retain_half
 from ort_bench.probes import spread
 
 CARD_NAME = "unlearn_card.json"
@@ -139,9 +138,6 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
                 if f.target == t:
                     names += _names(kb, f.subject, f.subject_aliases)
             data.subjects[t] = list(dict.fromkeys(names))
-            for nb in target.neighbours:
-                if any(f.subject == nb and retain_half(f.id) == "train" for f in kb.facts.get("neighbour", [])):
-                    data.protect_subjects += _names(kb, nb)
         utility_all, _ = render(split="utility", kb=kb, templates=templates, retain="train")
         seen_probes += utility_all
         general: list[Any] = examples(spread(utility_all, lambda p: p.form))
@@ -149,7 +145,7 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
         for i in range(max(len(x) for x in env_items)):
             general.extend(x[i] for x in env_items if i < len(x))
         data.general_texts = general
-        desc["rocr"] = {"subjects": data.subjects, "protect_subjects": data.protect_subjects,
+        desc["rocr"] = {"subjects": data.subjects,
                         "general_texts": {"n": len(general), "utility_probes": len(utility_all), "envs": list(ENVS)}}
     desc["seen_fact_ids"] = sorted({f for p in seen_probes for f in p.fact_ids})
     desc["retain_half"] = "train"

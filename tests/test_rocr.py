@@ -1,6 +1,7 @@
-"""ROCR: the closed-form update maps the edited key to its new value and leaves the protected
-subspace alone; the key covariance is cached on disk, reused, and recomputed when anything it
-depends on changes."""
+"""ROCR: ort-bench's edit equals the ORT reference code's update (written out again here, from
+`rocr_main.py` / `compute_z.py` / `workflow.py` of github.com/Acruxos/ORT, without calling
+ort-bench's edit), spares keys outside the null space, and the key covariance is cached on disk,
+reused, and recomputed when anything it depends on changes."""
 
 from __future__ import annotations
 
@@ -13,14 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ort_bench.errors import OrtBenchError
 from ort_bench.methods import UnlearnData, get_method, make_config
 from ort_bench.methods.base import Example, decoder_layers, mlp_down_proj
-from ort_bench.methods.rocr import (
-    key_covariances,
-    project_out,
-    protected_basis,
-    rank_one_update,
-    resolve_layers,
-    subject_states,
-)
+from ort_bench.methods.rocr import resolve_layers
+from ort_bench.methods.rocr_stats import key_covariances
 
 GENERAL = [f"The capital of {c} is {o}." for c, o in [("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"),
                                                          ("Egypt", "Cairo"), ("Kenya", "Nairobi")]]
@@ -38,46 +33,119 @@ def load(d, dtype=torch.float64):
     return tok, model
 
 
-# ----------------------------------------------------------------------------- the update
+# ----------------------------------------------------------------------------- ORT, written out again
+
+STARTERS = ["", "Please answer the question about", "Choose the best answer about", "Write the answer about",
+            "Tell me about", "Write something about"]
 
 
-def test_rank_one_update_maps_keys_and_spares_the_protected_subspace():
-    gen = torch.Generator().manual_seed(0)
-    d_ff, d_model = 64, 16
-    basis, _ = torch.linalg.qr(torch.randn(d_ff, 20, generator=gen, dtype=torch.float64))
-    keys = torch.randn(3, d_ff, generator=gen, dtype=torch.float64)
-    deltas = torch.randn(3, d_model, generator=gen, dtype=torch.float64)
-    dw = rank_one_update(keys, deltas, basis, reg=1e-8)
-    assert dw.shape == (d_model, d_ff)
-    assert torch.allclose(keys @ dw.T, deltas, rtol=0, atol=1e-6 * float(deltas.abs().max()))
-    assert float((dw @ basis).abs().max()) < 1e-10 * float(dw.abs().max())
-    assert int(torch.linalg.matrix_rank(dw)) == 3  # one rank per edited key
-    single = rank_one_update(keys[:1], deltas[:1], basis, reg=1e-8)
-    assert int(torch.linalg.matrix_rank(single)) == 1
-    # the ridge term shrinks the move: r * rho / (rho + reg), rho = ||Pk||^2 / ||k||^2
-    rho = float((project_out(keys[:1], basis) ** 2).sum() / (keys[:1] ** 2).sum())
-    shrunk = rank_one_update(keys[:1], deltas[:1], basis, reg=0.5)
-    assert torch.allclose(keys[:1] @ shrunk.T, deltas[:1] * rho / (rho + 0.5), atol=1e-10)
+def ort_contexts(tok):
+    """get_context_templates: chat-formatted user turns "<starter> {}", then "Answer:"."""
+    return [tok.apply_chat_template([{"role": "user", "content": s + " {}"}], tokenize=False,
+                                    add_generation_prompt=True) + "Answer:" for s in STARTERS]
 
 
-def test_protected_basis_holds_the_requested_energy_and_the_extra_keys():
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(500, 32, generator=gen, dtype=torch.float64) * torch.linspace(3, 0.1, 32, dtype=torch.float64)
-    cov = x.T @ x / len(x)
-    vals, vecs = torch.linalg.eigh(cov)
-    basis = protected_basis(vals, vecs, 0.9)
-    held = float(torch.trace(basis.T @ cov @ basis) / torch.trace(cov))
-    assert 0.9 <= held < 0.9 + float(vals.max() / vals.sum()) + 1e-9
-    assert torch.allclose(basis.T @ basis, torch.eye(basis.shape[1], dtype=torch.float64), atol=1e-10)
-    extra = torch.randn(2, 32, generator=gen, dtype=torch.float64)
-    both = protected_basis(vals, vecs, 0.9, extra)
-    assert both.shape[1] == basis.shape[1] + 2
-    assert float(project_out(extra, both).abs().max()) < 1e-10
-    assert protected_basis(vals, vecs, 0.0).shape[1] == 0
+def ort_lookup(tok, template, subject):
+    """The request prompt "{}." in the template, the subject in it; ids starting with BOS (as
+    Llama-3's tokenizer adds it; a text that starts with it already keeps one) and the index of the
+    subject's last token."""
+    template = template.replace("{}", "{}.")
+    prefix = template[: template.index("{}")]
+    ids = tok(template.format(subject), add_special_tokens=False)["input_ids"]
+    shift = int(ids[0] != tok.bos_token_id)
+    ids = [tok.bos_token_id] * shift + ids
+    return ids, len(tok(prefix + subject, add_special_tokens=False)["input_ids"]) - 1 + shift
 
 
-def test_layer_choice():
-    assert resolve_layers("auto", 30) == [3, 4, 5, 6, 7]
+def ort_read(model, ids, idx, layer, what):
+    """Input of the down-projection (what="in") or output of the decoder layer (what="out") at idx."""
+    box = {}
+    block = model.model.layers[layer]
+    if what == "in":
+        h = block.mlp.down_proj.register_forward_pre_hook(lambda m, a: box.__setitem__("x", a[0]))
+    else:
+        h = block.register_forward_hook(lambda m, a, o: box.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids]))
+    h.remove()
+    return box["x"][0, idx].double()
+
+
+def ort_compute_ks(model, tok, subject, layer):
+    """compute_ks: the key averaged over the context templates -> (d_ff, 1)."""
+    ks = [ort_read(model, *ort_lookup(tok, c, subject), layer, "in") for c in ort_contexts(tok)]
+    return torch.stack(ks).mean(0)[:, None]
+
+
+def ort_apply(model, tok, subject, unrelated, layers, P, cache_c, lam):
+    """apply_rocr_to_model for one request {subject, prompt "{}."} in "unrelated" mode."""
+    z_layer = layers[-1]
+    zs = ort_read(model, *ort_lookup(tok, ort_contexts(tok)[0], unrelated), z_layer, "out")[:, None]
+    for i, layer in enumerate(layers):
+        layer_ks = ort_compute_ks(model, tok, subject, layer)
+        cur_zs = ort_read(model, *ort_lookup(tok, "{}", subject), z_layer, "out")[:, None]
+        resid = (zs - cur_zs) / (len(layers) - i)
+        upd = torch.linalg.solve(P[i] @ (layer_ks @ layer_ks.T + cache_c[i]) + lam * torch.eye(layer_ks.shape[0],
+                                 dtype=torch.float64), P[i] @ layer_ks @ resid.T)
+        with torch.no_grad():
+            model.model.layers[layer].mlp.down_proj.weight += upd.T.to(torch.float64)
+    for i, layer in enumerate(layers):
+        layer_ks = ort_compute_ks(model, tok, subject, layer)
+        cache_c[i] += layer_ks @ layer_ks.T
+
+
+def ort_projector(eigvals, eigvecs, threshold):
+    """get_project: U[:, S < threshold] U[:, S < threshold]^T from the SVD of the covariance."""
+    cov = eigvecs @ torch.diag(eigvals) @ eigvecs.T
+    u, s, _ = torch.linalg.svd(cov, full_matrices=False)
+    small = (s < threshold).nonzero(as_tuple=True)[0]
+    return u[:, small] @ u[:, small].T
+
+
+def test_edit_equals_the_ort_reference_update_and_spares_protected_keys(make_tiny_model, tmp_path):
+    d = make_tiny_model("llama", num_hidden_layers=4)
+    tok, model = load(d)
+    original = copy.deepcopy(model)
+    layers = [1, 2]
+    covs, _ = key_covariances(original, tok, GENERAL, layers, 20000, tmp_path)
+    vals = covs[1][0]  # ascending; a threshold between two eigenvalues: half the dimensions in the null space
+    threshold = float(vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+    data = UnlearnData(forget=[], subjects={"france": ["France"], "japan": ["Japan"]}, general_texts=GENERAL)
+    cfg = make_config("rocr", {"layers": "1,2", "unrelated_subject": "Kenya", "nullspace_threshold": threshold,
+                               "l2": 0.5, "cache_dir": str(tmp_path)})
+    stats = get_method("rocr")(cfg).apply(model, tok, data, progress=False)
+    assert stats["covariance"]["cache_hits"] == layers
+
+    reference = copy.deepcopy(original)
+    d_ff = original.config.intermediate_size
+    P = torch.stack([ort_projector(*covs[layer], threshold) for layer in layers])
+    cache_c = torch.zeros(len(layers), d_ff, d_ff, dtype=torch.float64)
+    for subject in ("France", "Japan"):  # sequential edits, C_prev accumulating
+        ort_apply(reference, tok, subject, "Kenya", layers, P, cache_c, 0.5)
+    assert float(cache_c[0].abs().max()) > 0
+    for i, layer in enumerate(layers):
+        w0 = mlp_down_proj(decoder_layers(original)[layer]).weight.detach()
+        ours = mlp_down_proj(decoder_layers(model)[layer]).weight.detach() - w0
+        theirs = reference.model.layers[layer].mlp.down_proj.weight.detach() - w0
+        assert float(theirs.norm()) > 1e-3 * float(w0.norm())  # the edit did something
+        assert float((ours - theirs).abs().max()) < 1e-5 * float(theirs.abs().max())
+        # keys outside the null space (eigenvalue >= threshold) map to what they did
+        vals, vecs = covs[layer]
+        protected = vecs[:, vals >= threshold].T  # rows: keys of the protected subspace
+        before, after = protected @ w0.T, protected @ (w0 + ours).T
+        assert float((after - before).norm(dim=-1).max() / before.norm(dim=-1).min()) < 1e-4
+        assert P[i].trace() == pytest.approx((vals < threshold).sum().item())
+    # other parameters are unchanged
+    changed = {n for (n, a), b in zip(model.named_parameters(), original.parameters(), strict=True)
+               if not torch.equal(a, b)}
+    assert changed == {f"model.layers.{layer}.mlp.down_proj.weight" for layer in layers}
+    assert set(stats["targets"]) == {"france", "japan"}
+    assert all(t["residual_gap_after"] < t["residual_gap_before"] for t in stats["targets"].values())
+
+
+def test_layer_choice_maps_orts_layers_by_relative_depth():
+    assert resolve_layers("auto", 32) == [4, 5, 6]  # ORT's Llama-3-8B setting itself
+    assert resolve_layers("auto", 30) == [4, 5, 6]  # SmolLM2-135M
     assert resolve_layers("auto", 2) == [0]
     assert resolve_layers("2, 1", 4) == [1, 2]
     with pytest.raises(OrtBenchError, match=r"rocr: layers '5' out of range: the model has 2 layers"):
@@ -86,61 +154,19 @@ def test_layer_choice():
         resolve_layers("early", 2)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_edit_maps_the_subject_key_to_the_new_value(arch, make_tiny_model, tmp_path):
-    """One edited layer: the subject's averaged key now yields old value + (z - h), z the harmless
-    concept's residual, h the subject's; the protected subspace's keys yield what they did."""
-    d = make_tiny_model(arch)
-    tok, model = load(d)
-    original = copy.deepcopy(model)
-    data = UnlearnData(forget=[], subjects={"france": ["France"]}, protect_subjects=["Germany"],
-                       general_texts=GENERAL)
-    cfg = make_config("rocr", {"layers": "0", "reg": 1e-6, "redirect_to": "a teapot", "cache_dir": str(tmp_path)})
-    stats = get_method("rocr")(cfg).apply(model, tok, data, progress=False)
-
-    keys, h = subject_states(original, tok, ["France"], [0], 0)
-    _, z = subject_states(original, tok, ["a teapot"], [0], 0)
-    w0 = mlp_down_proj(decoder_layers(original)[0]).weight.detach()
-    w1 = mlp_down_proj(decoder_layers(model)[0]).weight.detach()
-    dw = (w1 - w0).T if mlp_down_proj(decoder_layers(model)[0]).transposed else (w1 - w0)
-    k = keys[0]
-    moved, wanted = k @ dw.T, z - h
-    assert float((moved - wanted).norm() / wanted.norm()) < 1e-3
-    # the edit reached the residual stream: the subject now reads like the concept after layer 0
-    assert stats["residual_gap_after"] < 1e-3 * stats["residual_gap_before"]
-    # keys of the protected subspace (top general-text directions + the neighbour's key) are untouched
-    covs, info = key_covariances(original, tok, GENERAL, [0], cfg.cov_max_tokens, tmp_path)
-    assert info["cache_hits"] == [0]
-    nb_keys, _ = subject_states(original, tok, ["Germany"], [0], None)
-    basis = protected_basis(*covs[0], cfg.protect_energy, nb_keys[0])
-    assert float((dw @ basis).norm()) < 1e-9 * float(dw.norm())
-    assert float((nb_keys[0] @ dw.T).norm()) < 1e-9 * float(moved.norm())
-    # other parameters are unchanged
-    changed = [n for (n, a), b in zip(model.named_parameters(), original.parameters(), strict=True)
-               if not torch.equal(a, b)]
-    assert len(changed) == 1
+def test_settings_are_checked():
+    for bad, msg in (({"l2": 0}, "l2 must be positive"), ({"nullspace_threshold": -1}, "must be positive"),
+                     ({"max_names": 0}, "at least 1"), ({"unrelated_subject": " "}, "must not be empty")):
+        with pytest.raises(OrtBenchError, match=msg):
+            make_config("rocr", bad)
 
 
-def test_edit_spreads_over_layers_and_spares_protected_keys_in_each(make_tiny_model, tmp_path):
-    d = make_tiny_model("llama", num_hidden_layers=4)
-    tok, model = load(d)
-    original = copy.deepcopy(model)
-    data = UnlearnData(forget=[], subjects={"france": ["France", "la France"]}, protect_subjects=["Germany"],
-                       general_texts=GENERAL)
-    cfg = make_config("rocr", {"layers": "0,1,2", "cache_dir": str(tmp_path)})
-    stats = get_method("rocr")(cfg).apply(model, tok, data, progress=False)
-    assert stats["layers"] == [0, 1, 2] and len(stats["per_layer"]) == 3
-    assert stats["residual_gap_after"] < 0.2 * stats["residual_gap_before"]
-    covs, info = key_covariances(original, tok, GENERAL, [0, 1, 2], cfg.cov_max_tokens, tmp_path)
-    assert info["cache_hits"] == [0, 1, 2]
-    nb_keys, _ = subject_states(original, tok, ["Germany"], [0, 1, 2], None)
-    for layer in (0, 1, 2):
-        w0 = mlp_down_proj(decoder_layers(original)[layer]).weight.detach()
-        dw = mlp_down_proj(decoder_layers(model)[layer]).weight.detach() - w0
-        assert float(dw.norm()) > 1e-3 * float(w0.norm())  # every layer took part of the edit
-        basis = protected_basis(*covs[layer], cfg.protect_energy, nb_keys[layer])
-        assert basis.shape[1] == stats["per_layer"][layer]["protected_dims"]
-        assert float((dw @ basis).norm()) < 1e-9 * float(dw.norm())
+def test_the_unrelated_subject_may_not_be_a_target(tiny_llama_dir, tmp_path):
+    tok, model = load(tiny_llama_dir, torch.float32)
+    data = UnlearnData(forget=[], subjects={"kenya": ["Kenya"]}, general_texts=GENERAL)
+    cfg = make_config("rocr", {"unrelated_subject": "kenya", "cache_dir": str(tmp_path)})
+    with pytest.raises(OrtBenchError, match="unrelated subject 'kenya' is target 'kenya'"):
+        get_method("rocr")(cfg).apply(model, tok, data, progress=False)
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -199,7 +225,7 @@ def test_rocr_second_run_reuses_the_cache(make_tiny_model, tmp_path):
     d = make_tiny_model("gpt2")
     tok, model = load(d, torch.float32)
     data = UnlearnData(forget=[], subjects={"france": ["France"]}, general_texts=GENERAL)
-    cfg = make_config("rocr", {"cache_dir": str(tmp_path)})
+    cfg = make_config("rocr", {"cache_dir": str(tmp_path), "nullspace_threshold": 1e9})
     s1 = get_method("rocr")(cfg).apply(copy.deepcopy(model), tok, data, progress=False)
     s2 = get_method("rocr")(cfg).apply(copy.deepcopy(model), tok, data, progress=False)
     assert s1["covariance"]["computed"] == [0] and s2["covariance"]["cache_hits"] == [0]

@@ -282,7 +282,7 @@ def test_no_retain_eval_fact_reaches_a_method(tiny_llama_dir, tmp_path):
     seen = set(card["data"]["seen_fact_ids"])
     assert json.loads((tmp_path / "ga" / "unlearn_card.json").read_text())["data"]["seen_fact_ids"]
     targets, kb, templates = checked_targets(["france", "japan"], "unlearn")
-    _, rocr = build_data(kb, templates, targets, "qa", "rocr")  # ROCR's key corpus and protected names
+    _, rocr = build_data(kb, templates, targets, "qa", "rocr")  # ROCR's key corpus
     seen |= set(rocr["seen_fact_ids"])
     retained = {f.id for s in ("neighbour", "utility") for f in kb.facts[s]}
     assert seen & retained and all(retain_half(f) == "train" for f in seen & retained)

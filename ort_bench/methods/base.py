@@ -146,13 +146,12 @@ class Example:
 @dataclass
 class UnlearnData:
     """Everything a method may use. Gradient methods read `forget` and `retain`; ROCR reads
-    `subjects` (names of each target: the concept to redirect), `protect_subjects` (neighbours'
-    names: keys kept out of the edit) and `general_texts` (the corpus of the key covariance)."""
+    `subjects` (names of each target, its own name first) and `general_texts` (the corpus of the key
+    covariance)."""
 
     forget: list[Example]
     retain: list[Example] = field(default_factory=list)
     subjects: dict[str, list[str]] = field(default_factory=dict)  # target id -> names (aliases, languages)
-    protect_subjects: list[str] = field(default_factory=list)
     general_texts: list[str] = field(default_factory=list)
     model_fingerprint: str | None = None
 

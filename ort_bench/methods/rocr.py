@@ -1,50 +1,60 @@
-"""ROCR: rank-one concept redirection. Training-free: a few closed-form weight edits.
+"""ROCR: rank-one concept redirection, as the ORT reference code does it (training-free).
 
-For each target, the model's MLPs in a few early layers are edited so that the target's subject
-(its name, aliases and localised names) is represented like an unrelated, harmless concept ("a
-teapot"): questions about the subject then reach a concept that carries none of its facts.
+Source: `LLaMA-Factory/src/llmtuner/train/rocr/` of github.com/Acruxos/ORT (`rocr/rocr_main.py`,
+`rocr/compute_z.py`, `workflow.py`, `rocr_hparams/llama3-8b-instruct.json`), its "unrelated" mode.
+Each target is one edit request {subject: the target's name, prompt "{}."}; targets are edited one
+after another.
 
-1. Keys. For every subject name, the input of the MLP down-projection of each edited layer at the
-   subject's last token, averaged over several short contexts (plain text and chat-formatted
-   questions: `CONTEXTS`).
-2. New value. The residual stream at the last edited layer L at the harmless concept's last token,
-   averaged over the same contexts, is the target z. The edit is spread over the layers as in
-   MEMIT: going up the layers, layer l receives the remaining gap `z - h_L` divided by the number
-   of layers left, recomputed after each layer's edit (h_L: the subject's residual at layer L now).
-3. Update. At layer l, with keys K (one row per subject name), required value changes R and the
-   projector P onto the null space of the protected keys, the regularised least-squares update
+1. Keys (`compute_ks`). K at layer l: the input of the MLP down-projection at the subject's last
+   token, averaged over ORT's six chat contexts (a user turn "<starter> {subject}." through the chat
+   template, then "Answer:"; starters "", "Please answer the question about", ...).
+2. Value (`compute_z_unrelated`). z: the output of the last edited layer L at the last token of an
+   unrelated real entity ("Donald Trump") in the first of those contexts: at layer L the subject is
+   made to look like another, real entity, so that what the model knows about the subject is no
+   longer reached.
+3. Residual, spread over the layers. At the i-th edited layer (going up), R = (z - h_L) /
+   (len(layers) - i), with h_L the output of layer L at the subject's last token in the bare prompt
+   "{subject}." on the model as edited so far.
+4. Update, projected onto the null space of general-text keys (AlphaEdit, Fang et al. 2024):
 
-       dW = argmin ||dW (K P)^T - R^T||^2 + lambda ||dW||^2 = R^T (K P P K^T + lambda I)^-1 K P
+       Delta = solve(P (K K^T + C_prev) + lambda I, P K R^T)      (d_ff x d_model; W_down += Delta^T)
 
-   is rank one per subject and lies in the row space of K P, so dW k = 0 for every protected key
-   k (P k = 0) while dW k_subject ~= r (lambda = reg * mean ||k_subject||^2). The protected
-   subspace is spanned by the top eigenvectors of the uncentred covariance of general-text keys
-   (the probes' utility set and the fine-tuning environments, every token position), holding
-   `protect_energy` of its trace, plus the targets' neighbours' subject keys (AlphaEdit-style
-   null-space projection, Fang et al. 2024, with ROME/MEMIT keys, Meng et al. 2022/2023).
+   P = U_s U_s^T over the eigenvectors of the key covariance E[k k^T] (general text,
+   `ort_bench.methods.rocr_stats`) whose eigenvalue is below `nullspace_threshold`, so keys of
+   general text map to (almost) what they did; C_prev = sum of K K^T of the targets edited before
+   (their keys read after their edit, as ORT accumulates `cache_c`), so that later edits keep the
+   earlier ones.
 
-The covariance costs a forward pass over `cov_max_tokens` tokens; it is cached on disk (one file
-per layer under `$ORT_BENCH_CACHE/rocr`) as its eigendecomposition, keyed by a hash of everything
-it depends on: the weights that feed the layer (non-layer parameters and layers 0..l, hashed from
-the live tensors, so an in-memory edited model never reuses another's entry), the model config,
-dtype, the token ids of the corpus (so the corpus text, the tokenizer and its chat template), the
-layer and the key definition's version. With the cache warm, an edit takes seconds on CPU.
+Computing it: K K^T + C_prev = M M^T with M = [K, K_prev] (the edited keys are kept rather than
+their d_ff x d_ff sum), and by the push-through identity (lambda I + P M M^T)^-1 P M =
+P M (lambda I + M^T P M)^-1, Delta = P M (lambda I + M^T P M)^-1 [R^T; 0]: an m x m solve (m keys
+edited so far) instead of a d_ff x d_ff one — the same update (tests/test_rocr.py checks it
+against the direct solve written from ORT's code) in a fraction of the time.
+
+Published and adapted values (the card lists both under `settings`):
+- published, ORT's Llama-3-8B-Instruct file: mode "unrelated", unrelated subject "Donald Trump",
+  `nullspace_threshold` 2e-2, L2 (lambda) 1, fact token "subject_last", the six chat contexts, the
+  prompt "{}.", one request per target (its name), sequential edits accumulating C_prev.
+- adapted to the model at hand: the layers — ORT edits layers 4, 5, 6 of Llama-3-8B's 32; `auto`
+  maps them by relative depth (round(l * n_layers / 32); SmolLM2-135M's 30 layers: 4, 5, 6); the
+  covariance corpus — ORT: 100,000 Wikipedia samples; here `cov_max_tokens` tokens of the KB's
+  retain-train utility probes and the fine-tuning environments (nothing that is scored).
+- every read text starts with a document-start token, as on ORT's Llama-3 tokenizer (`start_token`:
+  SmolLM2's tokenizer adds none, and without it the bare prompt's subject is read at the attention
+  sink).
+- ORT appends the start of its target string (" Unfortunately") after the prompt when it reads z;
+  with causal attention text after the subject does not change the state at the subject, so it is
+  left out. ort-bench finds the subject's last token from the tokenizer's character offsets.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.methods.base import (
-    Example,
     Method,
     MethodConfig,
     UnlearnData,
@@ -55,56 +65,49 @@ from ort_bench.methods.base import (
     mlp_down_proj,
     register_method,
 )
+from ort_bench.methods.rocr_stats import cache_dir_for, key_covariances
 
-COV_VERSION = 1  # bump when what a cached covariance holds changes
-
-# Short contexts the subject is read in: ("text", template) is plain text after BOS,
-# ("chat", template) is a user turn through the chat template. "{}" is the subject.
-CONTEXTS: tuple[tuple[str, str], ...] = (
-    ("text", "{}"),
-    ("text", "The following is about {}."),
-    ("text", "Here are some facts about {}:"),
-    ("text", "Everyone has heard of {}"),
-    ("chat", "Tell me about {}."),
-    ("chat", "What is {} known for?"),
-    ("chat", "Name one fact about {}."),
-    ("chat", "Question about {}: what is it?"),
-)
-
-HARMLESS_CONCEPTS: tuple[str, ...] = (
-    "a teapot", "a garden snail", "a paper clip", "a wooden chair", "a rain cloud", "a bicycle bell",
-    "a pine cone", "a rubber duck",
-)
+# ORT's `get_context_templates`: each starter + " {}" as a user turn, then "Answer:".
+ORT_STARTERS: tuple[str, ...] = ("", "Please answer the question about", "Choose the best answer about",
+                                 "Write the answer about", "Tell me about", "Write something about")
+ORT_PROMPT = "{}."  # the request's prompt (workflow.py): the subject, then a full stop
+ORT_LAYERS, ORT_DEPTH = (4, 5, 6), 32  # Llama-3-8B-Instruct: layers 4-6 of 32
+PUBLISHED = {"mode": "unrelated", "unrelated_subject": "Donald Trump", "nullspace_threshold": 2e-2, "L2": 1.0,
+             "fact_token": "subject_last", "layers": "4,5,6 of 32 (Llama-3-8B-Instruct)",
+             "mom2_dataset": "wikipedia, 100000 samples", "requests": "one per target: its name, prompt '{}.'"}
 
 
 @dataclass
 class ROCRConfig(MethodConfig):
     cli_prefix = "rocr"
-    layers: str = hp("auto", "edited layers: comma list of indices, or auto (early layers L/10..L/4)")
-    redirect_to: str = hp("auto", "the harmless concept each target is redirected to (auto: one per target "
-                          "from a fixed list)")
-    reg: float = hp(0.01, "ridge term lambda, relative to the subject keys' mean squared norm")
-    protect_energy: float = hp(0.9, "fraction of the general-text key covariance's trace whose top "
-                               "eigen-directions the edit must not touch")
-    protect_neighbours: bool = hp(True, "also keep the targets' neighbours' subject keys out of the edit")
+    layers: str = hp("auto", "edited layers: comma list of indices, or auto (ORT's layers 4-6 of Llama-3-8B's 32, "
+                     "mapped by relative depth)")
+    unrelated_subject: str = hp("Donald Trump", "the real entity whose layer-L representation each target's "
+                                "subject is given (ORT's setting)")
+    nullspace_threshold: float = hp(2e-2, "key-covariance eigenvalues below this span the null space the edit "
+                                    "lives in (ORT: 2e-2)")
+    l2: float = hp(1.0, "lambda, the ridge term of the update (ORT's L2: 1)")
+    max_names: int = hp(1, "names edited per target: 1 = the target's name, as ORT; more adds aliases and "
+                        "localised names, each its own key")
     cov_max_tokens: int = hp(20000, "tokens of general text in the key covariance")
-    max_names: int = hp(8, "names per target (name, aliases, localised names) that are redirected")
     cache_dir: str | None = hp(None, "covariance cache folder (None: $ORT_BENCH_CACHE/rocr)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.protect_energy < 1.0:
-            raise OrtBenchError(f"rocr: protect_energy must be in [0, 1) (got {self.protect_energy})")
-        if self.reg < 0:
-            raise OrtBenchError(f"rocr: reg must not be negative (got {self.reg})")
+        if self.l2 <= 0:
+            raise OrtBenchError(f"rocr: l2 must be positive (got {self.l2})")
+        if self.nullspace_threshold <= 0:
+            raise OrtBenchError(f"rocr: nullspace_threshold must be positive (got {self.nullspace_threshold})")
+        if self.max_names < 1:
+            raise OrtBenchError(f"rocr: max_names must be at least 1 (got {self.max_names})")
+        if not self.unrelated_subject.strip():
+            raise OrtBenchError("rocr: unrelated_subject must not be empty")
 
 
 def resolve_layers(spec: str, n_layers: int) -> list[int]:
-    """'auto' -> a few early layers (L/10 .. L/4); else a comma list of indices."""
+    """'auto' -> ORT's layers mapped by relative depth; else a comma list of indices."""
     if spec == "auto":
-        start = n_layers // 10
-        stop = max(start + 1, n_layers // 4 + 1)
-        return list(range(start, min(stop, n_layers)))
+        return sorted({min(n_layers - 1, round(lay * n_layers / ORT_DEPTH)) for lay in ORT_LAYERS})
     try:
         layers = sorted({int(x) for x in spec.replace(",", " ").split()})
     except ValueError:
@@ -114,298 +117,151 @@ def resolve_layers(spec: str, n_layers: int) -> list[int]:
     return layers
 
 
-def choose_concept(target: str, names: list[str], redirect_to: str) -> str:
-    if redirect_to != "auto":
-        return redirect_to
-    lowered = " ".join(names).lower()
-    start = int(hashlib.sha256(target.encode()).hexdigest(), 16) % len(HARMLESS_CONCEPTS)
-    for i in range(len(HARMLESS_CONCEPTS)):
-        c = HARMLESS_CONCEPTS[(start + i) % len(HARMLESS_CONCEPTS)]
-        if c.split()[-1] not in lowered:
-            return c
-    return HARMLESS_CONCEPTS[start]
-
-
 # ----------------------------------------------------------------------------- reading states
 
 
-def _render_context(tokenizer, kind: str, template: str, subject: str) -> tuple[str, int]:
-    """The full text and the character offset where the subject ends."""
+def context_templates(tokenizer) -> list[str]:
+    """ORT's six contexts, each holding one "{}" (chat-formatted; plain text without a chat template)."""
     from ort_bench.prompting import format_prompt
 
-    user = template.replace("{}", subject)
-    end_in_user = template.index("{}") + len(subject)
-    if kind == "chat":
-        text = format_prompt(tokenizer, user)
-        at = text.rfind(user)
-        return text, at + end_in_user
-    bos = getattr(tokenizer, "bos_token", None) or ""
-    return bos + user, len(bos) + end_in_user
+    return [format_prompt(tokenizer, f"{s} {{}}") + "Answer:" for s in ORT_STARTERS]
 
 
-def _last_token_index(tokenizer, text: str, end: int) -> tuple[list[int], int]:
-    """Token ids of `text` and the index of the token holding character `end - 1`."""
+def fill(template: str, subject: str) -> tuple[str, int]:
+    """`template` with its "{}" replaced by the request prompt "{}." holding `subject`, and the
+    character offset where the subject ends."""
+    full = template.replace("{}", ORT_PROMPT, 1)
+    at = full.index("{}")
+    return full[:at] + subject + full[at + 2:], at + len(subject)
+
+
+def start_token(tokenizer) -> int | None:
+    """The token every read text starts with, as ORT's Llama-3 tokenizer starts each with BOS: None
+    when the tokenizer adds one itself; else the pretraining document separator `<|endoftext|>`
+    when the vocabulary has it (SmolLM2 declares `<|im_start|>` as BOS, but a subject right after it
+    carries the attention sink's state, norm about 6x the others', measured), else `bos_token`."""
+    probe = tokenizer("a")["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if probe and bos is not None and probe[0] == bos:
+        return None
+    eot = tokenizer.get_vocab().get("<|endoftext|>")
+    return eot if eot is not None else bos
+
+
+def encode_at(tokenizer, text: str, end: int) -> tuple[list[int], int]:
+    """Token ids of `text` (special tokens added as the tokenizer does by default, as ORT tokenizes,
+    and `start_token` in front) and the index of the token holding character `end - 1`."""
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        idx = max(i for i, (s, e) in enumerate(offsets) if s < end and e > s) if offsets else 0
-        return ids, idx
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return ids, len(tokenizer(text[:end], add_special_tokens=False)["input_ids"]) - 1
+        enc = tokenizer(text, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+        idx = max(i for i, (s, e) in enumerate(offsets) if s < end and e > s)
+    else:
+        ids, idx = list(tokenizer(text)["input_ids"]), len(tokenizer(text[:end])["input_ids"]) - 1
+    first = start_token(tokenizer)
+    if first is not None and (not ids or ids[0] != first):
+        return [first, *ids], idx + 1
+    return ids, idx
 
 
-def subject_states(model, tokenizer, subjects: list[str], key_layers: list[int], resid_layer: int | None,
-                   per_context: bool = False, batch_size: int = 32) -> tuple[dict[int, Any], Any]:
-    """Keys (down-projection inputs) at `key_layers` and the residual after `resid_layer`, at each
-    subject's last token, averaged over `CONTEXTS` (or, with `per_context`, one row per context).
-    Returns ({layer: (n, d_ff)}, (n, d_model) or None), float64 on the model's device."""
+def read_states(model, rows: list[tuple[list[int], int]], key_layers: list[int], out_layer: int | None,
+                batch_size: int = 32) -> tuple[dict[int, Any], Any]:
+    """For each row (token ids, position): the down-projection inputs at `key_layers` and the output
+    of layer `out_layer` at that position. Returns ({layer: (n, d_ff)}, (n, d_model) or None),
+    float64, in row order. The forward pass stops after the highest layer needed."""
     import torch
 
-    from ort_bench.methods.training import collate, pad_id
+    from ort_bench.methods.training import collate
 
     layers = decoder_layers(model)
-    rows: list[tuple[list[int], int]] = []
-    for s in subjects:
-        for kind, tpl in CONTEXTS:
-            text, end = _render_context(tokenizer, kind, tpl, s)
-            rows.append(_last_token_index(tokenizer, text, end))
     device = next(model.parameters()).device
-    keys: dict[int, list] = {layer: [] for layer in key_layers}
-    resid: list = []
-    last = max(key_layers + ([resid_layer] if resid_layer is not None else []))
     mods = {layer: mlp_down_proj(layers[layer]).module for layer in key_layers}
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))  # similar lengths batch together: less padding
+    last = layers[max([*key_layers, *([out_layer] if out_layer is not None else [])])]
+    keys: dict[int, list] = {layer: [] for layer in key_layers}
+    outs: list = []
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][0]))  # similar lengths batch together
     with torch.inference_mode():
         for i in range(0, len(order), batch_size):
             chunk = [rows[r] for r in order[i:i + batch_size]]
-            batch = collate([{"input_ids": ids, "labels": ids} for ids, _ in chunk], pad_id(tokenizer), device)
+            # right padding (any id: masked, and after every position read)
+            batch = collate([{"input_ids": ids, "labels": ids} for ids, _ in chunk], 0, device)
             pos = torch.tensor([p for _, p in chunk], device=device)
             ar = torch.arange(len(chunk), device=device)
             box: dict[str, Any] = {}
             handle = None
-            if resid_layer is not None:
+            if out_layer is not None:
                 def keep(_m, _a, out, box=box):
                     box["h"] = layer_output(out)
-                handle = layers[resid_layer].register_forward_hook(keep)
+                handle = layers[out_layer].register_forward_hook(keep)
             try:
-                got = collect_inputs(
-                    mods,
-                    lambda batch=batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                              use_cache=False),
-                    stop_after=layers[last],
-                )
+                got = collect_inputs(mods, lambda batch=batch: model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False),
+                    stop_after=last)
             finally:
                 if handle is not None:
                     handle.remove()
             for layer in key_layers:
                 keys[layer].append(got[layer][ar, pos].double())
-            if resid_layer is not None:
-                resid.append(box["h"][ar, pos].double())
-    n_ctx = len(CONTEXTS)
+            if out_layer is not None:
+                outs.append(box["h"][ar, pos].double())
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
 
-    def reduce(t):
-        t = torch.cat(t)[inverse.to(device)].clone()  # back to (subject, context) order
-        return t if per_context else t.view(len(subjects), n_ctx, -1).mean(1)
+    def back(parts):
+        return torch.cat(parts)[inverse.to(device)]
 
-    return {layer: reduce(v) for layer, v in keys.items()}, (reduce(resid) if resid_layer is not None else None)
-
-
-# ----------------------------------------------------------------------------- covariance cache
+    return {layer: back(v) for layer, v in keys.items()}, (back(outs) if out_layer is not None else None)
 
 
-def _tensor_bytes(t) -> bytes:
-    import torch
-
-    return t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-
-
-def layer_weight_digests(model, layers_needed: list[int]) -> dict[int, str]:
-    """For each layer l, a sha256 over everything that determines layer l's MLP keys: all
-    parameters outside the decoder layers, layers 0..l (names, shapes, dtypes, bytes), the config."""
-    blocks = decoder_layers(model)
-    block_ids = {id(p): i for i, b in enumerate(blocks) for p in b.parameters()}
-    head = hashlib.sha256()
-    cfg = model.config.to_dict()
-    for k in ("_name_or_path", "transformers_version", "name_or_path"):
-        cfg.pop(k, None)
-    head.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for name, p in model.named_parameters():
-        if id(p) not in block_ids:
-            head.update(f"{name}|{tuple(p.shape)}|{p.dtype}".encode())
-            head.update(_tensor_bytes(p))
-    digests: dict[int, str] = {}
-    running = head.hexdigest()
-    for i in range(max(layers_needed) + 1):
-        h = hashlib.sha256(running.encode())
-        for name, p in blocks[i].named_parameters():
-            h.update(f"{i}.{name}|{tuple(p.shape)}|{p.dtype}".encode())
-            h.update(_tensor_bytes(p))
-        running = h.hexdigest()
-        digests[i] = running
-    return {layer: digests[layer] for layer in layers_needed}
+def subject_reads(model, tokenizer, subjects: list[str], key_layers: list[int], out_layer: int | None):
+    """ORT's keys of each subject at `key_layers` (mean over the six contexts) and, with `out_layer`,
+    the subject's output of that layer in the bare prompt "{subject}." (ORT's `cur_zs`); one pass."""
+    templates = context_templates(tokenizer)
+    rows = [encode_at(tokenizer, *fill(t, s)) for s in subjects for t in templates]
+    if out_layer is not None:
+        rows += [encode_at(tokenizer, *fill("{}", s)) for s in subjects]
+    keys, outs = read_states(model, rows, key_layers, out_layer)
+    n = len(subjects) * len(templates)
+    mean_keys = {layer: k[:n].view(len(subjects), len(templates), -1).mean(1) for layer, k in keys.items()}
+    return mean_keys, (outs[n:] if outs is not None else None)
 
 
-def corpus_token_ids(tokenizer, texts: list[str | Example], max_tokens: int, max_length: int = 128) -> list[list[int]]:
-    """Tokenized general texts (Examples through the chat template, strings after BOS), in order,
-    until `max_tokens` tokens."""
-    from ort_bench.prompting import format_prompt, join_continuation
-
-    out: list[list[int]] = []
-    total = 0
-    bos = getattr(tokenizer, "bos_token", None) or ""
-    for t in texts:
-        if isinstance(t, Example):
-            ctx = format_prompt(tokenizer, t.prompt, t.system, t.prefill)
-            text = ctx + join_continuation(ctx, t.answer)
-        else:
-            text = t if (not bos or t.startswith(bos)) else bos + t
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_length]
-        if len(ids) < 2:
-            continue
-        out.append(ids)
-        total += len(ids)
-        if total >= max_tokens:
-            break
-    return out
-
-
-def cache_dir_for(config: ROCRConfig) -> Path:
-    if config.cache_dir:
-        return Path(config.cache_dir)
-    from ort_bench.models import cache_root
-
-    return cache_root() / "rocr"
-
-
-def key_covariances(model, tokenizer, texts: list[str | Example], layers: list[int], max_tokens: int,
-                    cache_dir: Path, batch_size: int = 8) -> tuple[dict[int, tuple[Any, Any]], dict[str, Any]]:
-    """Eigendecomposition (eigvals ascending, eigvecs as columns) of the uncentred covariance
-    E[k k^T] of the down-projection inputs at every token of the corpus, per layer; from the disk
-    cache when an entry with the same key exists. Returns ({layer: (eigvals, eigvecs)}, info)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    t0 = time.perf_counter()
-    docs = corpus_token_ids(tokenizer, texts, max_tokens)
-    if not docs:
-        raise OrtBenchError("rocr: the general-text corpus for the key covariance is empty")
-    corpus_digest = hashlib.sha256(json.dumps(docs, separators=(",", ":")).encode()).hexdigest()
-    dtype = str(next(model.parameters()).dtype)
-    digests = layer_weight_digests(model, layers)
-    keys = {
-        layer: hashlib.sha256(json.dumps({
-            "version": COV_VERSION, "layer": layer, "weights": digests[layer], "corpus": corpus_digest,
-            "arch": type(model).__name__, "dtype": dtype, "contexts": "all-tokens",
-        }, sort_keys=True).encode()).hexdigest()
-        for layer in layers
-    }
-    paths = {layer: cache_dir / f"cov-L{layer}-{keys[layer][:40]}.safetensors" for layer in layers}
-    result: dict[int, tuple[Any, Any]] = {}
-    hits = []
-    for layer in layers:
-        if paths[layer].is_file():
-            try:
-                data = load_file(str(paths[layer]))
-                result[layer] = (data["eigvals"].double(), data["eigvecs"].double())
-                hits.append(layer)
-            except Exception:  # a corrupt entry is recomputed
-                pass
-    hash_seconds = time.perf_counter() - t0
-    missing = [layer for layer in layers if layer not in result]
-    n_tokens = sum(len(d) for d in docs)
-    if missing:
-        from ort_bench.methods.training import collate, pad_id
-
-        device = next(model.parameters()).device
-        blocks = decoder_layers(model)
-        mods = {layer: mlp_down_proj(blocks[layer]).module for layer in missing}
-        acc = {layer: None for layer in missing}
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            for i in range(0, len(docs), batch_size):
-                batch = collate([{"input_ids": d, "labels": d} for d in docs[i:i + batch_size]], pad_id(tokenizer),
-                                device)
-                got = collect_inputs(mods, lambda batch=batch: model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False),
-                    stop_after=blocks[max(missing)])
-                m = batch["attention_mask"].bool()
-                for layer in missing:
-                    k = got[layer][m].double()
-                    c = k.T @ k
-                    acc[layer] = c if acc[layer] is None else acc[layer] + c
-        model.train(was_training)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        for layer in missing:
-            cov = (acc[layer] / n_tokens).cpu()
-            evals, evecs = (t.float().contiguous() for t in torch.linalg.eigh(cov))
-            result[layer] = (evals.double(), evecs.double())  # as stored: a cache hit gives the same edit
-            meta = {"key": keys[layer], "layer": str(layer), "tokens": str(n_tokens), "corpus": corpus_digest,
-                    "version": str(COV_VERSION)}
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-            os.close(fd)
-            try:
-                save_file({"eigvals": evals, "eigvecs": evecs}, tmp, metadata=meta)
-                os.replace(tmp, paths[layer])
-            except OSError:
-                Path(tmp).unlink(missing_ok=True)  # a read-only cache only costs time
-    info = {"cache_hits": hits, "computed": missing, "tokens": n_tokens, "corpus_sha256": corpus_digest,
-            "cache_keys": {str(k): v for k, v in keys.items()}, "cache_dir": str(cache_dir),
-            "seconds": round(time.perf_counter() - t0, 3), "hash_seconds": round(hash_seconds, 3)}
-    return result, info
+def unrelated_value(model, tokenizer, subject: str, layer: int):
+    """ORT's `compute_z_unrelated`: the output of `layer` at `subject`'s last token in the first context."""
+    row = encode_at(tokenizer, *fill(context_templates(tokenizer)[0], subject))
+    return read_states(model, [row], [], layer)[1][0]
 
 
 # ----------------------------------------------------------------------------- the update
 
 
-def protected_basis(eigvals, eigvecs, energy: float, extra=None, tol: float = 1e-8):
-    """Orthonormal columns spanning the protected subspace: the top eigenvectors holding `energy`
-    of the trace, plus the components of the `extra` keys (rows) outside them."""
+def null_space_basis(eigvals, eigvecs, threshold: float):
+    """U_s: the eigenvectors (columns) whose eigenvalue is below `threshold`; P = U_s U_s^T."""
+    return eigvecs[:, eigvals < threshold]
+
+
+def rocr_update(keys, resid, basis, prev_keys, lam: float):
+    """Delta (d_ff, d_model) = solve(P (K K^T + C_prev) + lam I, P K R^T) with P = B B^T and
+    C_prev = K_prev K_prev^T; keys K and prev_keys K_prev as rows (n, d_ff), (m', d_ff), resid R as
+    rows (n, d_model). Computed through the push-through identity (module docstring)."""
     import torch
 
-    vals = eigvals.clamp(min=0)
-    total = float(vals.sum())
-    if energy <= 0 or total <= 0:
-        basis = eigvecs[:, :0]
-    else:
-        desc = torch.flip(vals, [0])
-        cum = torch.cumsum(desc, 0) / total
-        m = int((cum < energy).sum().item()) + 1
-        basis, _ = torch.linalg.qr(torch.flip(eigvecs, [1])[:, :m])  # exactly orthonormal (stored as float32)
-    if extra is not None and len(extra):
-        rest = extra.T - basis @ (basis.T @ extra.T)
-        u, s, _ = torch.linalg.svd(rest, full_matrices=False)
-        keep = s > tol * max(float(s.max()), 1e-30) if len(s) else s.bool()
-        basis = torch.cat([basis, u[:, keep]], 1)
-    return basis
-
-
-def project_out(x, basis):
-    """Rows of x with their components in span(basis) removed (x P with P = I - B B^T)."""
-    return x - (x @ basis) @ basis.T
-
-
-def rank_one_update(keys, deltas, basis, reg: float):
-    """dW (d_model, d_ff) with dW k_i ~= delta_i for each key row k_i, dW b = 0 for b in span(basis),
-    minimising ||dW (KP)^T - D^T||^2 + lambda ||dW||^2 with lambda = reg * mean ||k_i||^2."""
-    import torch
-
-    kp = project_out(keys, basis)
-    lam = reg * float((keys ** 2).sum(-1).mean())
-    gram = kp @ kp.T + lam * torch.eye(len(kp), dtype=kp.dtype, device=kp.device)
-    return deltas.T @ torch.linalg.solve(gram, kp)
+    m_rows = torch.cat([keys, prev_keys.to(keys)]) if prev_keys is not None and len(prev_keys) else keys
+    pm = (m_rows @ basis) @ basis.T  # rows of P M
+    gram = m_rows @ pm.T + lam * torch.eye(len(m_rows), dtype=keys.dtype, device=keys.device)
+    rhs = torch.zeros(len(m_rows), resid.shape[1], dtype=keys.dtype, device=keys.device)
+    rhs[: len(keys)] = resid
+    return pm.T @ torch.linalg.solve(gram, rhs)
 
 
 @register_method
 class ROCR(Method):
     name = "rocr"
-    summary = "training-free rank-one redirection of each target's subject to a harmless concept (null-space projected)"
+    summary = "training-free: each target's subject made to read as an unrelated entity (ORT's null-space edit)"
     config_class = ROCRConfig
 
     def apply(self, model, tokenizer, data: UnlearnData, progress: bool = True) -> dict[str, Any]:
         import torch
+        from tqdm.auto import tqdm
 
         cfg: ROCRConfig = self.config  # type: ignore[assignment]
         t_start = time.perf_counter()
@@ -413,72 +269,67 @@ class ROCR(Method):
             raise OrtBenchError("rocr: no target subjects to redirect")
         if not data.general_texts:
             raise OrtBenchError("rocr: needs a general-text corpus for the key covariance")
-        n_layers = len(decoder_layers(model))
-        layers = resolve_layers(cfg.layers, n_layers)
-        top = layers[-1]
-        blocks = decoder_layers(model)
-
-        rows: list[str] = []
-        row_target: list[str] = []
-        concepts: dict[str, str] = {}
-        for target, names in data.subjects.items():
-            uniq = list(dict.fromkeys(n for n in names if n))[: cfg.max_names]
-            concepts[target] = choose_concept(target, uniq, cfg.redirect_to)
-            rows += uniq
-            row_target += [target] * len(uniq)
-        if not rows:
+        names = {t: list(dict.fromkeys(n for n in ns if n))[: cfg.max_names] for t, ns in data.subjects.items()}
+        if not any(names.values()):
             raise OrtBenchError("rocr: the targets have no names to redirect")
-
+        clash = [t for t, ns in names.items() if cfg.unrelated_subject.lower() in (n.lower() for n in ns)]
+        if clash:
+            raise OrtBenchError(f"rocr: the unrelated subject {cfg.unrelated_subject!r} is target {clash[0]!r} "
+                                "itself: pick another with --rocr-unrelated-subject")
+        blocks = decoder_layers(model)
+        layers = resolve_layers(cfg.layers, len(blocks))
+        top = layers[-1]
         covs, cov_info = key_covariances(model, tokenizer, data.general_texts, layers, cfg.cov_max_tokens,
-                                         cache_dir_for(cfg))
+                                         cache_dir_for(cfg.cache_dir))
         t_edit = time.perf_counter()
-        concept_list = sorted(set(concepts.values()))
-        protect = [s for s in dict.fromkeys(data.protect_subjects) if s not in rows] if cfg.protect_neighbours else []
-        # one pass for the concepts' residuals and the protected names' keys (both on the unedited model)
-        pre_keys, pre_resid = subject_states(model, tokenizer, concept_list + protect, layers, top)
-        concept_resid = pre_resid[: len(concept_list)]
-        protect_keys = {layer: k[len(concept_list):] for layer, k in pre_keys.items()} if protect else {}
-        z = torch.stack([concept_resid[concept_list.index(concepts[t])] for t in row_target])
-
-        per_layer = []
-        gap0 = None
-        for i, layer in enumerate(layers):
-            keys, h = subject_states(model, tokenizer, rows, [layer], top)
-            if gap0 is None:
-                gap0 = (z - h).norm(dim=-1)
-            k = keys[layer]
-            deltas = (z - h) / (len(layers) - i)
-            evals, evecs = covs[layer]
-            dev = k.device
-            basis = protected_basis(evals.to(dev), evecs.to(dev), cfg.protect_energy,
-                                    protect_keys.get(layer) if protect else None)
-            dw = rank_one_update(k, deltas, basis, cfg.reg)
-            down = mlp_down_proj(blocks[layer])
-            with torch.no_grad():
-                w = down.weight
-                w.add_(down.delta_to_weight(dw).to(w.dtype))
-            kp = project_out(k, basis)
-            w_norm = float(down.weight.detach().double().norm())
-            per_layer.append({
-                "layer": layer,
-                "protected_dims": int(basis.shape[1]),
-                "key_dims": int(k.shape[1]),
-                "key_energy_in_null_space": round(float(((kp ** 2).sum(-1) / (k ** 2).sum(-1)).mean()), 4),
-                "delta_norm": round(float(deltas.norm(dim=-1).mean()), 4),
-                "update_rel_norm": round(float(dw.norm()) / w_norm, 6),
-            })
-        _, h1 = subject_states(model, tokenizer, rows, [top], top)
-        gap1 = (z - h1).norm(dim=-1)
+        device = next(model.parameters()).device
+        bases = {layer: null_space_basis(*covs[layer], cfg.nullspace_threshold).to(device) for layer in layers}
+        prev: dict[int, Any] = {layer: None for layer in layers}
+        per_target: dict[str, Any] = {}
+        per_layer: list[dict[str, Any]] = []
+        for target, subjects in tqdm(names.items(), desc="rocr", disable=not progress, dynamic_ncols=True):
+            if not subjects:
+                continue
+            z = unrelated_value(model, tokenizer, cfg.unrelated_subject, top)
+            gap_before = None
+            for i, layer in enumerate(layers):
+                keys, h = subject_reads(model, tokenizer, subjects, [layer], top)
+                if gap_before is None:
+                    gap_before = (z - h).norm(dim=-1)
+                k = keys[layer]
+                resid = (z - h) / (len(layers) - i)
+                delta = rocr_update(k, resid, bases[layer], prev[layer], cfg.l2)
+                down = mlp_down_proj(blocks[layer])
+                with torch.no_grad():
+                    down.weight.add_(down.delta_to_weight(delta.T).to(down.weight.dtype))
+                kp = (k @ bases[layer]) @ bases[layer].T
+                per_layer.append({
+                    "target": target, "layer": layer,
+                    "null_space_dims": int(bases[layer].shape[1]), "key_dims": int(k.shape[1]),
+                    "key_energy_in_null_space": round(float(((kp ** 2).sum(-1) / (k ** 2).sum(-1)).mean()), 4),
+                    "residual_norm": round(float(resid.norm(dim=-1).mean()), 4),
+                    "update_rel_norm": round(float(delta.norm()) / float(down.weight.detach().double().norm()), 6),
+                })
+            after, h1 = subject_reads(model, tokenizer, subjects, layers, top)
+            for layer in layers:  # C_prev += K K^T, keys read after the edit (ORT's cache_c)
+                prev[layer] = after[layer] if prev[layer] is None else torch.cat([prev[layer], after[layer]])
+            per_target[target] = {"names": subjects, "residual_gap_before": round(float(gap_before.mean()), 4),
+                                  "residual_gap_after": round(float((z - h1).norm(dim=-1).mean()), 4)}
         edit_seconds = time.perf_counter() - t_edit
+        gaps = list(per_target.values())
         return {
             "layers": layers,
-            "concepts": concepts,
-            "names": {t: [r for r, rt in zip(rows, row_target, strict=True) if rt == t] for t in data.subjects},
-            "protected_subjects": protect,
+            "settings": {"published": PUBLISHED,
+                         "adapted": {"layers": f"{layers} of {len(blocks)} (ORT's by relative depth)"
+                                     if cfg.layers == "auto" else f"{layers} (given)",
+                                     "covariance_corpus": f"{cov_info['tokens']} tokens of retain-train utility "
+                                                          "probes and fine-tuning environments"}},
+            "unrelated_subject": cfg.unrelated_subject,
+            "targets": per_target,
             "covariance": cov_info,
             "per_layer": per_layer,
-            "residual_gap_before": round(float(gap0.mean()), 4),
-            "residual_gap_after": round(float(gap1.mean()), 4),
+            "residual_gap_before": round(sum(g["residual_gap_before"] for g in gaps) / len(gaps), 4),
+            "residual_gap_after": round(sum(g["residual_gap_after"] for g in gaps) / len(gaps), 4),
             "edit_seconds": round(edit_seconds, 3),
             "total_seconds": round(time.perf_counter() - t_start, 3),
         }
