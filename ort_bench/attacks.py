@@ -7,7 +7,9 @@
 
 Both write an HF directory plus `attack_card.json` (the attacked model's fingerprint, the data and
 its hash, every hyperparameter, losses, wall time). Evaluating the attacked checkpoint against the
-original reference gives the robust efficacy. Both use the shared training loop
+original reference gives the robust efficacy. `save_at=(5, 10)` also keeps the model as it was after
+5 and 10 steps of the same run, in `out/step-5/` and `out/step-10/` (each a full checkpoint with its
+own card): the robustness curve along one attack, as the ILU paper reports it. Both use the shared training loop
 (`ort_bench.methods.training`): answer-only loss, AdamW, linear schedule, gradient clipping.
 Defaults (lr 2e-5 decaying linearly, no warm-up, batch 8) are a light attack sized for CPU; the
 papers' attacks use a few epochs at lr 1e-5..5e-5.
@@ -16,6 +18,9 @@ papers' attacks use a few epochs at lr 1e-5..5e-5.
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +29,33 @@ from typing import Any
 from ort_bench.errors import OrtBenchError
 
 CARD_NAME = "attack_card.json"
+STEP_DIR = "step-{}"  # an intermediate checkpoint's folder inside `out`
 
 
-def _train(lm, tokenizer, examples, cfg, progress: bool, desc: str) -> dict[str, Any]:
+def check_save_at(save_at, steps: int) -> tuple[int, ...]:
+    """The intermediate checkpoint steps, sorted and deduplicated; each a whole number in
+    1..steps-1 (the final model, after `steps` steps, is `out` itself)."""
+    try:
+        values = list(save_at or ())
+    except TypeError:
+        raise OrtBenchError(f"save_at must be a list of step counts (got {save_at!r})") from None
+    for n in values:
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise OrtBenchError(f"save_at: {n!r} is not a whole number of steps")
+        if not 1 <= n < steps:
+            raise OrtBenchError(f"save_at: step {n} is outside 1..{steps - 1} (the attack runs {steps} steps; "
+                                f"the final model is the output folder itself)")
+    return tuple(sorted(set(values)))
+
+
+def _write_into(lm, tokenizer, d: Path, card: dict[str, Any]) -> None:
+    from ort_bench.methods.training import save_model
+
+    save_model(lm, tokenizer, d)
+    (d / CARD_NAME).write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def _train(lm, tokenizer, examples, cfg, progress: bool, desc: str, on_step=None) -> dict[str, Any]:
     from ort_bench.methods.training import Batches, encode_examples, mean_nll, pad_id, set_seed, train_loop
 
     set_seed(cfg.seed)
@@ -40,43 +69,81 @@ def _train(lm, tokenizer, examples, cfg, progress: bool, desc: str) -> dict[str,
         nll = mean_nll(lm, next(batches))
         return nll, {}
 
-    return train_loop(lm, list(lm.parameters()), step, cfg, progress, desc=desc)
+    return train_loop(lm, list(lm.parameters()), step, cfg, progress, desc=desc, on_step=on_step)
 
 
 def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | Path, steps: int, lr: float,
          batch_size: int, seed: int, max_length: int, progress: bool, dtype: str, device: str,
-         trust_remote_code: bool, allow_pickle: bool, extra: dict[str, Any]) -> dict[str, Any]:
+         trust_remote_code: bool, allow_pickle: bool, extra: dict[str, Any],
+         save_at: tuple[int, ...] = ()) -> dict[str, Any]:
     from ort_bench.methods.base import TrainConfig
     from ort_bench.methods.training import examples_hash
     from ort_bench.models import resolve_device
-    from ort_bench.unlearn import check_out_dir, load_model_for_training, versions, write_checkpoint
+    from ort_bench.unlearn import check_out_dir, load_model_for_training, versions
 
     t0 = time.perf_counter()
     out = Path(out)
+    save_at = check_save_at(save_at, steps)
     check_out_dir(out)
     cfg = TrainConfig(lr=lr, max_steps=steps, batch_size=batch_size, warmup_ratio=0.0, weight_decay=0.0,
                       max_length=max_length, seed=seed)
     device = resolve_device(device)
     resolved, tokenizer, lm = load_model_for_training(model, dtype, device, trust_remote_code, allow_pickle)
-    stats = _train(lm, tokenizer, examples, cfg, progress, desc=f"attack {kind}")
-    card = {
+    card: dict[str, Any] = {
         "schema_version": 1,
         "kind": "attack",
         "attack": kind,
         **extra,
         "attacked_model": {"spec": str(model), "kind": resolved.kind, "fingerprint": resolved.fingerprint},
+        "steps": steps,
+        "of_run_steps": steps,
         "hyperparameters": {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
                             "max_length": max_length, "schedule": "linear decay, no warm-up",
                             "weight_decay": 0.0, "max_grad_norm": cfg.max_grad_norm, "trainable": "all"},
         "data": {**data_desc, "n": len(examples), "sha256": examples_hash(examples)},
-        "stats": stats,
         "dtype": dtype,
         "device": device,
         "versions": versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    card["wall_seconds"] = round(time.perf_counter() - t0, 2)
-    write_checkpoint(lm, tokenizer, out, CARD_NAME, card)
+    if save_at:
+        card["intermediate_checkpoints"] = {STEP_DIR.format(n): n for n in save_at}
+    # Everything is written into a sibling temporary folder that becomes `out` at the end, so a failed
+    # run leaves no half-written output (and `out` never holds step folders without its final model).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    history: list[dict[str, float]] = []
+
+    def on_step(done: int, logs: dict[str, float]) -> None:
+        history.append(logs)
+        if done in save_at:
+            step_card = {**{k: v for k, v in card.items() if k != "intermediate_checkpoints"},
+                         "steps": done, "of_run_steps": steps,
+                         # results.json keeps an attacked model's hyperparameters: say there which step
+                         "hyperparameters": {**card["hyperparameters"], "checkpoint_step": done},
+                         "checkpoint": f"the model after {done} of the run's {steps} steps (the full run's "
+                                       "learning-rate schedule; the final model is the parent folder)",
+                         "stats": {"steps": done, "history": list(history)},
+                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         "wall_seconds": round(time.perf_counter() - t0, 2)}
+            d = stage / STEP_DIR.format(done)
+            d.mkdir()
+            _write_into(lm, tokenizer, d, step_card)
+            if progress:
+                print(f"attack {kind}: saved the model after step {done} of {steps} -> "
+                      f"{out / STEP_DIR.format(done)}", flush=True)
+
+    try:
+        card["stats"] = _train(lm, tokenizer, examples, cfg, progress, desc=f"attack {kind}", on_step=on_step)
+        card["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        card["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        _write_into(lm, tokenizer, stage, card)
+        stage.chmod(0o755)
+        check_out_dir(out)
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return card
 
 
@@ -95,19 +162,26 @@ def finetune_attack(
     device: str = "auto",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    save_at: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Fine-tune every weight of `model` on environment `env` ("math" | "sentiment") for `steps`
-    steps; write the checkpoint and `attack_card.json` to `out`; return the card."""
+    steps; write the checkpoint and `attack_card.json` to `out`; return the card.
+
+    `save_at`: step counts (each in 1..steps-1) after which the model is also written to
+    `out/step-N/`, with its own card (`"steps": N`, `"of_run_steps": steps`, the same data). These
+    are states of this one run: the learning rate decays over all `steps`, so `out/step-5` of a
+    20-step attack is not the model a 5-step attack would give."""
     from ort_bench.envs import env_hash, load_env
     from ort_bench.methods.base import Example
 
     items = load_env(env)  # unknown env: one-line error
     if steps < 1:
         raise OrtBenchError(f"steps must be at least 1 (got {steps})")
+    save_at = check_save_at(save_at, steps)
     examples = [Example(it.prompt, it.answer) for it in items]
     return _run("finetune", model, examples, {"env": env, "env_sha256": env_hash(items)}, out, steps, lr,
                 batch_size, seed, max_length, progress, dtype, device, trust_remote_code, allow_pickle,
-                {"env": env})
+                {"env": env}, save_at)
 
 
 def relearn_attack(
@@ -129,10 +203,13 @@ def relearn_attack(
     allow_pickle: bool = False,
     kb=None,
     templates=None,
+    save_at: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Fine-tune `model` for `steps` steps on `samples` forget examples of `targets` (drawn from
     their `form` probes, a fixed seeded choice spread over targets); write the checkpoint and
-    `attack_card.json` (with the probe ids used, so that scoring can tell them apart) to `out`."""
+    `attack_card.json` (with the probe ids used, so that scoring can tell them apart) to `out`.
+    `save_at`: intermediate checkpoints of the same run in `out/step-N/`, as in `finetune_attack`
+    (states of this run under its full learning-rate schedule, not shorter runs)."""
     from ort_bench.api import render
     from ort_bench.methods.base import Example
     from ort_bench.unlearn import checked_targets
@@ -141,6 +218,7 @@ def relearn_attack(
         raise OrtBenchError(f"samples must be at least 1 (got {samples})")
     if steps < 1:
         raise OrtBenchError(f"steps must be at least 1 (got {steps})")
+    save_at = check_save_at(save_at, steps)
     targets, kb, templates = checked_targets(targets, "relearn", kb, templates)
     probes, _ = render(split="forget", forms=[form], targets=targets, kb=kb, templates=templates)
     if not probes:
@@ -161,4 +239,4 @@ def relearn_attack(
     desc = {"split": "forget", "form": form, "targets": targets, "probe_ids": [p.id for p in chosen],
             "kb_sha256": kb.content_hash}
     return _run("relearn", model, examples, desc, out, steps, lr, batch_size, seed, max_length, progress, dtype,
-                device, trust_remote_code, allow_pickle, {"targets": targets, "samples": len(chosen)})
+                device, trust_remote_code, allow_pickle, {"targets": targets, "samples": len(chosen)}, save_at)

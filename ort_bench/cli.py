@@ -159,17 +159,28 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps_list(value: str) -> tuple[int, ...]:
+    """`5,10`: step counts, each a whole number of at least 1 (`attack --save-at`)."""
+    parts = _csv(value)
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{value!r}: give step counts, e.g. 5,10")
+    return tuple(_positive(v) for v in parts)
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     from ort_bench.attacks import finetune_attack, relearn_attack
 
-    common = {"lr": args.lr, "seed": args.seed, "dtype": args.dtype, "device": args.device}
+    common = {"lr": args.lr, "seed": args.seed, "dtype": args.dtype, "device": args.device,
+              "save_at": args.save_at}
     if args.attack_command == "finetune":
         card = finetune_attack(args.model, args.env, args.steps, args.out, batch_size=args.batch_size, **common)
     else:
         card = relearn_attack(args.model, args.targets, args.samples, args.out, steps=args.steps,
                               batch_size=args.batch_size, form=args.form, **common)
-    print(json.dumps({"attack": args.attack_command, "out": str(args.out),
-                      "wall_seconds": card.get("wall_seconds")}))
+    summary = {"attack": args.attack_command, "out": str(args.out), "wall_seconds": card.get("wall_seconds")}
+    if card.get("intermediate_checkpoints"):
+        summary["intermediate_checkpoints"] = card["intermediate_checkpoints"]
+    print(json.dumps(summary))
     return 0
 
 
@@ -278,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         ap_.add_argument("--seed", type=int, default=0)
         ap_.add_argument("--dtype", default="float32")
         ap_.add_argument("--device", default="auto")
-        ap_.add_argument("--out", required=True, help="output HF directory")
+        ap_.add_argument("--save-at", type=_steps_list, default=(), metavar="N,M",
+                         help="also keep the model after these steps of the same run (each below --steps; the "
+                         "learning-rate schedule is the full run's) in OUT/step-N/, each with its own card")
+        ap_.add_argument("--out", required=True, help="output HF directory (the final model)")
         ap_.set_defaults(func=cmd_attack)
 
     from ort_bench.demo import DEFAULT_LIMIT, DEFAULT_TARGETS

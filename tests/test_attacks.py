@@ -95,3 +95,104 @@ def test_attack_errors(tiny_llama_dir, fixture_kb, tmp_path):
     with pytest.raises(OrtBenchError, match="no such model directory or file"):
         finetune_attack(str(tmp_path / "missing"), "math", steps=1, out=tmp_path / "a")
     assert not (tmp_path / "a").exists()
+
+
+def test_save_at_keeps_the_run_s_intermediate_models(tiny_llama_dir, tmp_path):
+    out = tmp_path / "attacked"
+    card = finetune_attack(str(tiny_llama_dir), "math", steps=2, out=out, batch_size=4, lr=1e-3, progress=False,
+                           save_at=(1,))
+    step = out / "step-1"
+    assert (step / "attack_card.json").is_file() and (step / "model.safetensors").is_file()
+    step_card = json.loads((step / "attack_card.json").read_text())
+    assert step_card["steps"] == 1 and step_card["of_run_steps"] == 2
+    assert step_card["hyperparameters"]["checkpoint_step"] == 1 and step_card["hyperparameters"]["steps"] == 2
+    assert step_card["data"] == card["data"] and step_card["env"] == "math"
+    assert step_card["stats"]["history"] == card["stats"]["history"][:1]
+    assert card["steps"] == 2 and card["intermediate_checkpoints"] == {"step-1": 1}
+    assert json.loads((out / "attack_card.json").read_text())["intermediate_checkpoints"] == {"step-1": 1}
+    before, mid, after = _weights(tiny_llama_dir), _weights(step), _weights(out)
+    assert any(not torch.equal(before[k], mid[k]) for k in before)
+    assert any(not torch.equal(mid[k], after[k]) for k in mid)
+    # saving along the way changes nothing in the run: the final model is that of a run without save_at
+    finetune_attack(str(tiny_llama_dir), "math", steps=2, out=tmp_path / "plain", batch_size=4, lr=1e-3,
+                    progress=False)
+    plain = _weights(tmp_path / "plain")
+    assert all(torch.equal(plain[k], after[k]) for k in plain)
+    assert not list(tmp_path.glob(".*tmp-*"))  # no staging folder left behind
+
+
+def test_cli_save_at_is_a_state_of_the_full_run(tiny_llama_dir, tmp_path, capsys):
+    from ort_bench.cli import main
+
+    args = ["attack", "finetune", "--model", str(tiny_llama_dir), "--env", "sentiment", "--batch-size", "4",
+            "--lr", "1e-3"]
+    assert main([*args, "--steps", "3", "--save-at", "2,1,2", "--out", str(tmp_path / "a")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["intermediate_checkpoints"] == {"step-1": 1, "step-2": 2}
+    assert main([*args, "--steps", "2", "--out", str(tmp_path / "two")]) == 0
+    # step 2 of a 3-step run had a higher learning rate at its second step than a 2-step run had
+    mid, two = _weights(tmp_path / "a" / "step-2"), _weights(tmp_path / "two")
+    assert any(not torch.equal(mid[k], two[k]) for k in mid)
+
+
+@pytest.mark.parametrize("save_at, message", [
+    ((0,), r"save_at: step 0 is outside 1\.\.1 "),
+    ((2,), r"save_at: step 2 is outside 1\.\.1 \(the attack runs 2 steps"),
+    ((1.5,), r"save_at: 1\.5 is not a whole number of steps"),
+])
+def test_bad_save_at_is_one_line(save_at, message, tiny_llama_dir, fixture_kb, tmp_path):
+    kb, templates = fixture_kb
+    with pytest.raises(OrtBenchError, match=message) as err:
+        finetune_attack(str(tiny_llama_dir), "math", steps=2, out=tmp_path / "a", save_at=save_at, progress=False)
+    assert "\n" not in str(err.value)
+    with pytest.raises(OrtBenchError, match=message):
+        relearn_attack(str(tiny_llama_dir), ["france"], samples=1, out=tmp_path / "a", steps=2, save_at=save_at,
+                       progress=False, kb=kb, templates=templates)
+    assert not (tmp_path / "a").exists()
+
+
+def test_cli_bad_save_at(tiny_llama_dir, tmp_path, capsys):
+    from ort_bench.cli import main
+
+    args = ["attack", "finetune", "--model", str(tiny_llama_dir), "--env", "math", "--out", str(tmp_path / "a")]
+    assert main([*args, "--steps", "3", "--save-at", "3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: save_at: step 3 is outside 1..2 (the attack runs 3 steps; the final model is the " \
+                  "output folder itself)"
+    with pytest.raises(SystemExit):
+        main([*args, "--steps", "3", "--save-at", "0"])
+    assert "'0': must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_ilu_robustness_script_plumbing(tiny_llama_dir, tmp_path, capsys):
+    """scripts/ilu_robustness.py end to end on a tiny model (which knows nothing: no form has an
+    efficacy, and the table says so), then resumed (nothing redone) and asked for its table."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "scripts" / "ilu_robustness.py"
+    spec = importlib.util.spec_from_file_location("ilu_robustness", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.checkpoint_steps(20, 10) == list(range(2, 21, 2)) and script.checkpoint_steps(2, 1) == [2]
+    out = tmp_path / "exp"
+    argv = ["--model", str(tiny_llama_dir), "--out", str(out), "--configs", "npo", "--seeds", "0", "--steps", "1",
+            "--attack-steps", "2", "--checkpoints", "2", "--targets", "japan", "--forms", "qa", "--limit",
+            "forget=3"]
+    assert script.main(argv) == 0
+    root = out / "seed-0" / "npo"
+    for attack in script.ATTACKS:
+        card = json.loads((root / attack / "model" / "step-1" / "attack_card.json").read_text())
+        assert card["steps"] == 1 and card["of_run_steps"] == 2
+        assert not list((root / attack / "model").glob("*.safetensors"))  # scored, then pruned
+        assert all((root / attack / f"eval-step-{n}" / "results.json").is_file() for n in (1, 2))
+    data = json.loads((out / "ilu_robustness.json").read_text())
+    assert data["checkpoint_steps"] == [0, 1, 2] and data["forms_measured"] == []
+    assert "qa" in data["forms_not_measurable"]
+    assert set(data["runs"]["npo"]) == set(script.ATTACKS)
+    assert "No form has an efficacy" in (out / "ilu_robustness.md").read_text()
+    capsys.readouterr()
+    assert script.main(argv) == 0  # resumed: every step found done
+    log = capsys.readouterr().out
+    assert "already unlearned" in log and "attacking" not in log and "scoring /" not in log
+    assert script.main([*argv, "--table"]) == 0

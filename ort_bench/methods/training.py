@@ -189,9 +189,15 @@ def train_loop(
     cfg: TrainConfig,
     progress: bool = True,
     desc: str = "unlearn",
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Run `cfg.max_steps` optimiser steps of `step_fn(step) -> (loss, logs)` over `params`.
-    Returns the per-step logs and timings for the card."""
+    Returns the per-step logs and timings for the card.
+
+    `on_step(step_done, logs)`, if given, is called after each optimiser (and scheduler) step with the
+    number of steps done so far (1..max_steps) and that step's logs, e.g. to save intermediate
+    checkpoints: the model is then the state of this very run after `step_done` steps, learning-rate
+    schedule included. It must not change the model; its time is not counted in the step timings."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -205,6 +211,7 @@ def train_loop(
     model.eval()
     history: list[dict[str, float]] = []
     times: list[float] = []
+    callback_seconds = 0.0
     bar = tqdm(range(cfg.max_steps), desc=desc, disable=not progress, dynamic_ncols=True)
     try:
         for step in bar:
@@ -221,16 +228,23 @@ def train_loop(
             logs = {"step": step + 1, "loss": float(loss.detach()), **logs}
             history.append(logs)
             bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "forget", "retain", "penalty")})
+            if on_step is not None:
+                t1 = time.perf_counter()
+                on_step(step + 1, logs)
+                callback_seconds += time.perf_counter() - t1
     finally:
         bar.close()
         model.eval()
         opt.zero_grad(set_to_none=True)
-    return {
+    stats = {
         "steps": len(history),
         "history": history,
         "step_seconds_mean": sum(times) / max(len(times), 1),
         "train_seconds": sum(times),
     }
+    if on_step is not None:
+        stats["on_step_seconds"] = callback_seconds
+    return stats
 
 
 def save_model(model, tokenizer, out) -> None:
