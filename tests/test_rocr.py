@@ -161,10 +161,19 @@ def test_settings_are_checked():
             make_config("rocr", bad)
 
 
+def test_an_empty_null_space_is_an_error_not_a_silent_no_op(tiny_llama_dir, tmp_path):
+    tok, model = load(tiny_llama_dir, torch.float32)
+    data = UnlearnData(forget=[], subjects={"france": ["France"]}, general_texts=GENERAL)
+    cfg = make_config("rocr", {"nullspace_threshold": 1e-30, "cache_dir": str(tmp_path)})
+    with pytest.raises(OrtBenchError, match=r"^rocr: no key-covariance eigenvalue of layer 0 is below the null-space "
+                                            r"threshold 1e-30 \(smallest .*raise --rocr-nullspace-threshold$"):
+        get_method("rocr")(cfg).apply(model, tok, data, progress=False)
+
+
 def test_the_unrelated_subject_may_not_be_a_target(tiny_llama_dir, tmp_path):
     tok, model = load(tiny_llama_dir, torch.float32)
     data = UnlearnData(forget=[], subjects={"kenya": ["Kenya"]}, general_texts=GENERAL)
-    cfg = make_config("rocr", {"unrelated_subject": "kenya", "cache_dir": str(tmp_path)})
+    cfg = make_config("rocr", {"unrelated_subject": "kenya", "nullspace_threshold": 1e9, "cache_dir": str(tmp_path)})
     with pytest.raises(OrtBenchError, match="unrelated subject 'kenya' is target 'kenya'"):
         get_method("rocr")(cfg).apply(model, tok, data, progress=False)
 

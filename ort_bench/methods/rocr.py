@@ -284,6 +284,12 @@ class ROCR(Method):
         t_edit = time.perf_counter()
         device = next(model.parameters()).device
         bases = {layer: null_space_basis(*covs[layer], cfg.nullspace_threshold).to(device) for layer in layers}
+        empty = [layer for layer in layers if bases[layer].shape[1] == 0]
+        if empty:
+            low = float(covs[empty[0]][0].min())
+            raise OrtBenchError(f"rocr: no key-covariance eigenvalue of layer {empty[0]} is below the null-space "
+                                f"threshold {cfg.nullspace_threshold:g} (smallest {low:.3g}): the edit would change "
+                                "nothing; raise --rocr-nullspace-threshold")
         prev: dict[int, Any] = {layer: None for layer in layers}
         per_target: dict[str, Any] = {}
         per_layer: list[dict[str, Any]] = []
