@@ -36,7 +36,8 @@ def method_config(method: str, args: argparse.Namespace) -> Any:
     if method == "rocr":
         return make_config("rocr")
     if method == "rmu":
-        return make_config("rmu", max_steps=args.steps, steering_coeff=args.rmu_c)
+        return make_config("rmu", max_steps=args.steps, steering_coeff=args.rmu_c, alpha=args.rmu_alpha,
+                           layer=args.rmu_layer, lr=args.rmu_lr)
     if method == "ilu":  # the penalty over NPO, trained like NPO
         return make_config("ilu", {"base_method": "npo"}, max_steps=args.steps, lr=args.lr)
     return make_config(method, max_steps=args.steps, lr=args.lr)
@@ -144,6 +145,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="optimiser steps of every gradient method")
     ap.add_argument("--lr", type=float, default=5e-5, help="learning rate of GA, GradDiff, NPO, SimNPO, ILU")
     ap.add_argument("--rmu-c", type=float, default=100.0, help="RMU steering coefficient")
+    ap.add_argument("--rmu-alpha", type=float, default=None, help="RMU retain weight (default: RMU's)")
+    ap.add_argument("--rmu-layer", type=int, default=None, help="RMU layer (default: RMU's)")
+    ap.add_argument("--rmu-lr", type=float, default=None, help="RMU learning rate (default: RMU's)")
     ap.add_argument("--attack-steps", type=int, default=10, help="math fine-tuning steps (batch 8, lr 2e-5)")
     ap.add_argument("--limit", type=_limit, default="forget=300,neighbour=80,utility=80",
                     help="probes per split, spread over forms and targets (N or split=N,...)")

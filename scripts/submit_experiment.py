@@ -1,25 +1,28 @@
 """Submit the runs of `scripts/experiment.py` to the current leaderboard (the entries of docs/RESULTS.md),
 through `ort_bench.submit.submit`, as any submitter would, then rebuild every leaderboard.
 
-    python scripts/submit_experiment.py --exp runs/exp [--dry-run]
+    python scripts/submit_experiment.py --exp runs/exp [--methods rocr rmu] [--replace] [--dry-run]
 
 - `embedded-base`: the original model scored against itself (its answers come from the experiment's
   `base-eval`, reused, not rescored): efficacy 0 by construction, the floor every method must beat.
 - `embedded-<method>`: each unlearned model scored against the original. A model whose answers
   are the original's on at least `--same` of the items (it did not act) is not submitted: it would
   be an entry that measures nothing; the script says so.
+- `--replace` first removes an existing entry of the same name (a method re-run under a changed
+  definition: the entry is submitted again, not edited); without it an existing entry is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from ort_bench.api import evaluate
 from ort_bench.evaluate import EvalConfig
 from ort_bench.leaderboard import build_all
-from ort_bench.submit import submit
+from ort_bench.submit import submissions_dir, submit
 
 META = {
     "base": ("none (the original model)", None),
@@ -48,6 +51,8 @@ def main() -> None:
     ap.add_argument("--exp", default="runs/exp")
     ap.add_argument("--date", default=None, help="submission date (default today, UTC)")
     ap.add_argument("--same", type=float, default=0.95, help="share of unchanged answers that means 'did not act'")
+    ap.add_argument("--methods", nargs="+", default=list(META), choices=list(META), help="entries to submit")
+    ap.add_argument("--replace", action="store_true", help="remove an existing entry of the same name first")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
     exp = Path(args.exp)
@@ -60,6 +65,8 @@ def main() -> None:
              reuse=[exp / "base-eval"], progress=False)
     runs = {"base": self_run, **{m: exp / f"{m}-eval" for m in META if m != "base"}}
     for method, run in runs.items():
+        if method not in args.methods:
+            continue
         if not (run / "results.json").is_file():
             print(f"{method}: no finished run at {run}: skipped")
             continue
@@ -68,6 +75,10 @@ def main() -> None:
                   "method did not act; not submitted")
             continue
         label, link = META[method]
+        existing = submissions_dir() / f"embedded-{method}"
+        if args.replace and existing.is_dir() and not args.dry_run:
+            shutil.rmtree(existing)
+            print(f"{method}: removed the earlier entry {existing}")
         model_name = "SmolLM2-135M-Instruct" + ("" if method == "base" else f", {label}, 10 targets (docs/RESULTS.md)")
         out = submit(run, f"embedded-{method}", method=label, link=link, model_name=model_name, date=args.date,
                      dry_run=args.dry_run)
