@@ -135,9 +135,30 @@ def test_npo_loss_matches_hand_computed_values():
     assert expected == pytest.approx(12.425355294551627, rel=1e-12)
     # at theta = ref the loss is (2/beta) log 2 whatever the NLL
     assert float(npo_loss(ref, ref, 0.5)) == pytest.approx(4 * math.log(2), rel=1e-12)
-    # SimNPO: length-normalised, margin delta: NLL 6 over 3 tokens, delta 0.5, beta 2.5
-    got = simnpo_loss(torch.tensor([6.0], dtype=torch.float64), torch.tensor([3]), 2.5, 0.5)
-    assert float(got) == pytest.approx(-(2 / 2.5) * math.log(1 / (1 + math.exp(-2.5 * 1.5))), rel=1e-12)
+    # SimNPO with gamma = 0: length-normalised, NLL 6 over 3 tokens, beta 2.5
+    got = simnpo_loss(torch.tensor([6.0], dtype=torch.float64), torch.tensor([3]), 2.5, 0.0)
+    assert float(got) == pytest.approx(-(2 / 2.5) * math.log(1 / (1 + math.exp(-2.5 * 2.0))), rel=1e-12)
+
+
+def test_simnpo_margin_is_subtracted_after_beta_as_in_the_paper():
+    """L = -(2/beta) mean log sigmoid(beta * NLL/|y| - gamma) (arXiv:2410.07163), not
+    beta * (NLL/|y| - gamma) (open-unlearning's delta placement, where delta = gamma/beta)."""
+    nll = torch.tensor([6.0, 2.0], dtype=torch.float64)
+    n = torch.tensor([3, 4])
+    beta, gamma = 2.5, 1.5
+    # by hand: per-token NLLs 2.0 and 0.5; beta*x - gamma = 3.5 and -0.25
+    by_hand = -(2 / beta) * (math.log(1 / (1 + math.exp(-3.5))) + math.log(1 / (1 + math.exp(0.25)))) / 2
+    assert float(simnpo_loss(nll, n, beta, gamma)) == pytest.approx(by_hand, rel=1e-12)
+    # the other placement, beta*(x - gamma) = 1.25 and -2.5, is a different number ...
+    inside = -(2 / beta) * (math.log(1 / (1 + math.exp(-1.25))) + math.log(1 / (1 + math.exp(2.5)))) / 2
+    assert abs(by_hand - inside) > 0.5
+    assert float(simnpo_loss(nll, n, beta, gamma)) != pytest.approx(inside, rel=1e-3)
+    # ... and the same number once its margin is delta = gamma/beta (open-unlearning's placement)
+    delta = gamma / beta
+    assert float(simnpo_loss(nll, n, beta, gamma)) == pytest.approx(
+        -(2 / beta) * torch.nn.functional.logsigmoid(beta * (nll / n - delta)).mean().item(), rel=1e-12)
+    # a larger margin is a larger loss (the NLL must exceed gamma/beta before the loss saturates)
+    assert float(simnpo_loss(nll, n, beta, 3.0)) > float(simnpo_loss(nll, n, beta, gamma))
 
 
 def test_npo_forget_term_matches_formula_on_a_model(make_tiny_model):
@@ -189,7 +210,7 @@ def test_answer_only_labels_and_left_truncation(tiny_llama_dir):
 def test_every_method_registered_with_published_defaults():
     assert list(METHODS) == ["ga", "graddiff", "ilu", "npo", "rmu", "rocr", "simnpo"]
     assert make_config("npo").beta == 0.1 and make_config("npo").lr == 1e-5
-    assert make_config("simnpo").beta == 2.5 and make_config("simnpo").delta == 0.0
+    assert make_config("simnpo").beta == 2.5 and make_config("simnpo").gamma == 0.0
     rmu = make_config("rmu")
     assert (rmu.layer, rmu.steering_coeff, rmu.alpha, rmu.lr) == (7, 6.5, 1200.0, 5e-5)
     assert make_config("ga").lr == make_config("graddiff").lr == 1e-5
@@ -213,12 +234,16 @@ def test_cli_options_round_trip():
     cfg = config_from_args(args)
     assert (cfg.base_method, cfg.ilu_lambda, cfg.ilu_envs) == ("rmu", 5.0, ("math", "sentiment"))
     assert (cfg.base.layer, cfg.base.max_steps, cfg.base.lr) == (3, 7, 5e-5)
-    args = p.parse_args(["--method", "rocr", "--rocr-layers", "1,2", "--no-rocr-protect-neighbours"])
+    args = p.parse_args(["--method", "simnpo", "--simnpo-gamma", "1.5", "--simnpo-beta", "3"])
+    assert (config_from_args(args).gamma, config_from_args(args).beta) == (1.5, 3.0)
+    with pytest.raises(SystemExit):  # the old name of the margin is gone, not silently ignored
+        p.parse_args(["--method", "simnpo", "--simnpo-delta", "0.5"])
+    args = p.parse_args(["--method", "rocr", "--rocr-layers", "1,2", "--rocr-unrelated-subject", "Kenya"])
     cfg = config_from_args(args)
-    assert (cfg.layers, cfg.protect_neighbours) == ("1,2", False)
+    assert (cfg.layers, cfg.unrelated_subject, cfg.l2) == ("1,2", "Kenya", 1.0)
     help_text = p.format_help()
-    for flag in ("--npo-beta", "--simnpo-delta", "--rmu-steering-coeff", "--graddiff-alpha", "--ilu-penalty",
-                 "--base-method", "--rocr-protect-energy", "--max-steps"):
+    for flag in ("--npo-beta", "--simnpo-gamma", "--rmu-steering-coeff", "--graddiff-alpha", "--ilu-penalty",
+                 "--base-method", "--rocr-nullspace-threshold", "--max-steps"):
         assert flag in help_text
     with pytest.raises(SystemExit):
         p.parse_args(["--method", "nope"])
@@ -229,6 +254,8 @@ def test_bad_configs_are_one_line_errors():
         get_method("nope")
     with pytest.raises(OrtBenchError, match="unknown hyperparameter 'gamma' for method npo"):
         make_config("npo", {"gamma": 1})
+    with pytest.raises(OrtBenchError, match="unknown hyperparameter 'delta' for method simnpo"):
+        make_config("simnpo", {"delta": 0.1})  # renamed gamma (the paper's margin; delta = gamma/beta)
     with pytest.raises(OrtBenchError, match="retain_loss must be one of nll, kl"):
         make_config("npo", {"retain_loss": "mse"})
     with pytest.raises(OrtBenchError, match="unknown fine-tuning environment 'poetry'"):
@@ -256,7 +283,8 @@ def test_unlearn_writes_a_checkpoint_and_card(method, tiny_llama_dir, fixture_kb
     from ort_bench.unlearn import unlearn
 
     kb, templates = fixture_kb
-    cfg = {"rmu": {"layer": 1}, "ilu": {"base_method": "rmu", "base": {"layer": 1}}}.get(method)
+    cfg = {"rmu": {"layer": 1}, "ilu": {"base_method": "rmu", "base": {"layer": 1}},
+           "rocr": {"nullspace_threshold": 1e9}}.get(method)  # a random tiny model's keys: no small eigenvalue
     out = tmp_path / "out"
     card = unlearn(method, str(tiny_llama_dir), ["france"], out, config=cfg, max_steps=2, progress=False,
                    kb=kb, templates=templates)
