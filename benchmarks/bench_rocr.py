@@ -18,6 +18,38 @@ import tempfile
 import time
 
 
+def time_update(d_ff: int, d_model: int, null_dims: int, n_prev: int, repeats: int = 3) -> tuple[float, float]:
+    """Seconds of one layer's update: ORT's direct d_ff x d_ff solve vs ort-bench's m x m one (the
+    same Delta), for one new key after `n_prev` earlier ones (C_prev = K_prev^T K_prev)."""
+    import torch
+
+    from ort_bench.methods.rocr import rocr_update
+
+    gen = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(d_ff, null_dims, generator=gen, dtype=torch.float64))
+    k = torch.randn(1, d_ff, generator=gen, dtype=torch.float64)
+    prev = torch.randn(n_prev, d_ff, generator=gen, dtype=torch.float64)
+    r = torch.randn(1, d_model, generator=gen, dtype=torch.float64)
+
+    def direct():
+        p = basis @ basis.T
+        a = p @ (k.T @ k + prev.T @ prev) + torch.eye(d_ff, dtype=torch.float64)
+        return torch.linalg.solve(a, p @ k.T @ r)
+
+    def ours():
+        return rocr_update(k, r, basis, prev, 1.0)
+
+    diff = float((direct() - ours()).abs().max() / direct().abs().max())
+    assert diff < 1e-8, diff  # the same update
+    out = []
+    for fn in (direct, ours):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out.append((time.perf_counter() - t0) / repeats)
+    return out[0], out[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
@@ -72,6 +104,12 @@ def main() -> None:
             print(f"  {row['target']} layer {row['layer']}: null space {row['null_space_dims']}/{row['key_dims']} "
                   f"dims, key energy in it {row['key_energy_in_null_space']:.2f}, "
                   f"|dW|/|W| {row['update_rel_norm']:.4f}")
+    d_model, d_ff = base.config.hidden_size, base.config.intermediate_size
+    null_dims = stats["per_layer"][0]["null_space_dims"]
+    for n_prev in (0, 9):
+        direct, ours = time_update(d_ff, d_model, null_dims, n_prev)
+        print(f"one layer's update after {n_prev} earlier keys: ORT's d_ff x d_ff solve {direct * 1e3:.0f} ms, "
+              f"ours (m x m) {ours * 1e3:.1f} ms: {direct / ours:.0f}x")
 
 if __name__ == "__main__":
     main()
