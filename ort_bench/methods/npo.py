@@ -10,8 +10,10 @@ L_retain is the retain answers' NLL (NPO+RT, the paper's TOFU setting) or, with
 `--npo-retain-loss kl`, the KL to the frozen reference. As beta -> 0 the forget term tends to GA's
 (NLL_theta - NLL_ref), and for large NLL_theta it saturates: unlike GA it does not diverge.
 
-Published defaults: beta 0.1, lr 1e-5 (TOFU, the paper's Sec. 5 and open-unlearning's NPO config),
-retain weight 1.
+Defaults: beta 0.1, lr 1e-5, retain weight 1 — the NPO paper's TOFU setting as we read it. Checked
+against code: open-unlearning's NPO trainer (`src/trainer/unlearn/npo.py`) defaults to beta 1.0 in
+the class, with forget weight `gamma` and retain weight `alpha`; its shipped YAML configs were not
+checked here.
 """
 
 from __future__ import annotations
