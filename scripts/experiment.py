@@ -76,13 +76,16 @@ def table(out: Path, methods: list[str]) -> str:
         if all(p.exists() for p in paths):
             rows[m] = [json.loads(p.read_text()) for p in paths]
     forms = sorted({f["form"] for r, _ in rows.values() for f in r["forms"]})
-    head = ["method", *forms, "WFE (↑)", "worst form", "form gap (↓)", "E_qa − WFE", "utility (↑)",
+    head = ["method", *forms, "WFE (↑) [95% CI]", "worst form", "form gap (↓)", "E_qa − WFE", "utility (↑)",
             "mean E after math FT (↑)", "WFE after math FT (↑)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, (r, a) in rows.items():
         eff = {f["form"]: f["efficacy"] for f in r["forms"]}
         after = [f["efficacy"] for f in a["forms"] if f["efficacy"] is not None]
-        cells = [m, *(_fmt(eff.get(f), 2) for f in forms), _fmt(r["worst_form_efficacy"], 2), str(r["worst_form"]),
+        c = r["comparison"]
+        wfe = (f"{_fmt(r['worst_form_efficacy'], 2)} [{_fmt(c.get('worst_form_efficacy_ci_low'), 2)}, "
+               f"{_fmt(c.get('worst_form_efficacy_ci_high'), 2)}]")
+        cells = [m, *(_fmt(eff.get(f), 2) for f in forms), wfe, str(r["worst_form"]),
                  _fmt(r["form_gap"], 2), _fmt(r["train_form_gap"], 2), _fmt(r["utility"], 2),
                  _fmt(sum(after) / len(after) if after else None, 2), _fmt(a["worst_form_efficacy"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
