@@ -204,12 +204,15 @@ def relearn_attack(
     kb=None,
     templates=None,
     save_at: tuple[int, ...] = (),
+    exclude_probe_ids: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Fine-tune `model` for `steps` steps on `samples` forget examples of `targets` (drawn from
     their `form` probes, a fixed seeded choice spread over targets); write the checkpoint and
     `attack_card.json` (with the probe ids used, so that scoring can tell them apart) to `out`.
     `save_at`: intermediate checkpoints of the same run in `out/step-N/`, as in `finetune_attack`
-    (states of this run under its full learning-rate schedule, not shorter runs)."""
+    (states of this run under its full learning-rate schedule, not shorter runs).
+    `exclude_probe_ids`: probes never drawn — the ones that will be scored, so that nothing is scored
+    on data the attack saw."""
     from ort_bench.api import render
     from ort_bench.methods.base import Example
     from ort_bench.unlearn import checked_targets
@@ -221,8 +224,10 @@ def relearn_attack(
     save_at = check_save_at(save_at, steps)
     targets, kb, templates = checked_targets(targets, "relearn", kb, templates)
     probes, _ = render(split="forget", forms=[form], targets=targets, kb=kb, templates=templates)
+    probes = [p for p in probes if p.id not in exclude_probe_ids]
     if not probes:
-        raise OrtBenchError(f"no {form} probes for targets {', '.join(targets)}")
+        raise OrtBenchError(f"no {form} probes for targets {', '.join(targets)}"
+                            + (" outside the excluded ones" if exclude_probe_ids else ""))
 
     def rank(p) -> str:
         return hashlib.sha256(f"{seed}|{p.id}".encode()).hexdigest()

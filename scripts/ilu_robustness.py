@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> None:
                           "save_at": save_at}
                     if attack == "relearn":
                         relearn_attack(str(model), targets, args.relearn_samples, adir, steps=args.attack_steps,
-                                       form="qa", **kw)
+                                       form="qa", exclude_probe_ids=_scored_probe_ids(base), **kw)
                     else:
                         finetune_attack(str(model), attack.split("-", 1)[1], args.attack_steps, adir, **kw)
                 for n in steps:

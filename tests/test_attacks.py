@@ -80,6 +80,16 @@ def test_relearn_attack_uses_k_forget_samples(tiny_llama_dir, fixture_kb, tmp_pa
     again = relearn_attack(str(tiny_llama_dir), ["france"], samples=3, out=tmp_path / "r3", steps=1, form="reverse",
                            progress=False, kb=kb, templates=templates)
     assert again["data"]["probe_ids"] == several["data"]["probe_ids"]  # a fixed, seeded choice
+    # probes that will be scored are never drawn (the fixture's two true/false probes of France)
+    both = relearn_attack(str(tiny_llama_dir), ["france"], samples=2, out=tmp_path / "r4", steps=1,
+                          form="true_false", progress=False, kb=kb, templates=templates)["data"]["probe_ids"]
+    left = relearn_attack(str(tiny_llama_dir), ["france"], samples=2, out=tmp_path / "r6", steps=1,
+                          form="true_false", progress=False, kb=kb, templates=templates,
+                          exclude_probe_ids={both[0]})["data"]["probe_ids"]
+    assert len(both) == 2 and left == [both[1]]
+    with pytest.raises(OrtBenchError, match="no qa probes for targets france outside the excluded ones"):
+        relearn_attack(str(tiny_llama_dir), ["france"], samples=1, out=tmp_path / "r5", steps=1, form="qa",
+                       progress=False, kb=kb, templates=templates, exclude_probe_ids=set(on_disk["data"]["probe_ids"]))
 
 
 def test_attack_errors(tiny_llama_dir, fixture_kb, tmp_path):
