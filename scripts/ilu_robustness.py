@@ -15,7 +15,7 @@ Protocol
   `sentiment` (one it did not see), and relearning on `--relearn-samples` forget qa examples of the
   targets. Each attack keeps `--checkpoints` evenly spaced states of its one run (`save_at`: the
   learning-rate schedule is the full run's), the last being the final model; with the unlearned model
-  itself as step 0 that is `--checkpoints` + 1 points per attack (default 0, 2, 4, ..., 20).
+  itself as step 0 that is `--checkpoints` + 1 points per attack (default 2: steps 0, 10, 20).
 - Every point is scored with `ort_bench.evaluate.evaluate` against the original model (train form qa)
   on one fixed probe selection (`--forms`, `--limit`, `--splits`: the five forms the 135M model knows
   enough of for these targets, 12 forget items each, of which the original knows about 7-9 from 3-4
@@ -38,8 +38,9 @@ options (the same as the run's) describe:
     tr '\\r' '\\n' < runs/ilu-robustness.log | grep '^\\[' | tail     # where it is
     .venv/bin/python scripts/ilu_robustness.py --out runs/ilu-robustness --table   # tables of what is finished
 
-Cost per seed (4 configs x 31 scored points of 60 probes, 12 attacks of 20 steps, 4 unlearning runs)
-on one CPU thread: estimated 1.5-2 hours, mostly scoring (not measured at this size).
+Cost, measured (docs/RESULTS.md): 3 seeds x 4 configs, each 7 scored points of 60 probes, 3 attacks of
+20 steps and one unlearning run, took about 1 hour 50 minutes on the 2-core machine as four
+single-thread processes (`--configs`/`--seeds` split them; mostly scoring).
 
 Disk: an attacked checkpoint of the embedded model is about 0.5 GB; once a checkpoint is scored its
 weight files are deleted (its card, config and tokenizer stay) unless `--keep-weights`. The unlearned
@@ -420,7 +421,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ilu-envs", nargs="+", default=["math"], help="ILU's penalty environments")
     ap.add_argument("--attack-steps", type=int, default=20, help="steps of every attack")
     ap.add_argument("--attack-lr", type=float, default=2e-5, help="learning rate of every attack")
-    ap.add_argument("--checkpoints", type=int, default=10,
+    ap.add_argument("--checkpoints", type=int, default=2,
                     help="evenly spaced attack steps scored, the last being the final model (plus step 0)")
     ap.add_argument("--relearn-samples", type=int, default=8, help="forget qa examples of the relearn attack")
     ap.add_argument("--forms", nargs="+", default=[FORMS], help="forms scored (space or comma list)")
