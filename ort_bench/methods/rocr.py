@@ -120,13 +120,6 @@ def resolve_layers(spec: str, n_layers: int) -> list[int]:
 # ----------------------------------------------------------------------------- reading states
 
 
-def context_templates(tokenizer) -> list[str]:
-    """ORT's six contexts, each holding one "{}" (chat-formatted; plain text without a chat template)."""
-    from ort_bench.prompting import format_prompt
-
-    return [format_prompt(tokenizer, f"{s} {{}}") + "Answer:" for s in ORT_STARTERS]
-
-
 def fill(template: str, subject: str) -> tuple[str, int]:
     """`template` with its "{}" replaced by the request prompt "{}." holding `subject`, and the
     character offset where the subject ends."""
@@ -148,19 +141,38 @@ def start_token(tokenizer) -> int | None:
     return eot if eot is not None else bos
 
 
-def encode_at(tokenizer, text: str, end: int) -> tuple[list[int], int]:
-    """Token ids of `text` (special tokens added as the tokenizer does by default, as ORT tokenizes,
-    and `start_token` in front) and the index of the token holding character `end - 1`."""
-    if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, return_offsets_mapping=True)
-        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
-        idx = max(i for i, (s, e) in enumerate(offsets) if s < end and e > s)
-    else:
-        ids, idx = list(tokenizer(text)["input_ids"]), len(tokenizer(text[:end])["input_ids"]) - 1
-    first = start_token(tokenizer)
-    if first is not None and (not ids or ids[0] != first):
-        return [first, *ids], idx + 1
-    return ids, idx
+@dataclass(frozen=True)
+class Prompts:
+    """ORT's six contexts (`get_context_templates`: a user turn "<starter> {}" through the chat template,
+    then "Answer:"; plain text without a chat template) and its tokenization, for one tokenizer. Built
+    once per edit: `start_token` reads the whole vocabulary (about 14 ms), too slow for every text."""
+
+    tokenizer: Any
+    contexts: tuple[str, ...]
+    first: int | None
+
+    @classmethod
+    def of(cls, tokenizer) -> Prompts:
+        from ort_bench.prompting import format_prompt
+
+        contexts = tuple(format_prompt(tokenizer, f"{s} {{}}") + "Answer:" for s in ORT_STARTERS)
+        return cls(tokenizer, contexts, start_token(tokenizer))
+
+    def encode(self, template: str, subject: str) -> tuple[list[int], int]:
+        """Token ids of `template` filled with `subject` (special tokens added as the tokenizer does
+        by default, as ORT tokenizes, and `start_token` in front) and the index of the subject's last
+        token."""
+        text, end = fill(template, subject)
+        tok = self.tokenizer
+        if getattr(tok, "is_fast", False):
+            enc = tok(text, return_offsets_mapping=True)
+            ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+            idx = max(i for i, (s, e) in enumerate(offsets) if s < end and e > s)
+        else:
+            ids, idx = list(tok(text)["input_ids"]), len(tok(text[:end])["input_ids"]) - 1
+        if self.first is not None and (not ids or ids[0] != self.first):
+            return [self.first, *ids], idx + 1
+        return ids, idx
 
 
 def read_states(model, rows: list[tuple[list[int], int]], key_layers: list[int], out_layer: int | None,
@@ -212,23 +224,21 @@ def read_states(model, rows: list[tuple[list[int], int]], key_layers: list[int],
     return {layer: back(v) for layer, v in keys.items()}, (back(outs) if out_layer is not None else None)
 
 
-def subject_reads(model, tokenizer, subjects: list[str], key_layers: list[int], out_layer: int | None):
+def subject_reads(model, prompts: Prompts, subjects: list[str], key_layers: list[int], out_layer: int | None):
     """ORT's keys of each subject at `key_layers` (mean over the six contexts) and, with `out_layer`,
     the subject's output of that layer in the bare prompt "{subject}." (ORT's `cur_zs`); one pass."""
-    templates = context_templates(tokenizer)
-    rows = [encode_at(tokenizer, *fill(t, s)) for s in subjects for t in templates]
+    rows = [prompts.encode(t, s) for s in subjects for t in prompts.contexts]
     if out_layer is not None:
-        rows += [encode_at(tokenizer, *fill("{}", s)) for s in subjects]
+        rows += [prompts.encode("{}", s) for s in subjects]
     keys, outs = read_states(model, rows, key_layers, out_layer)
-    n = len(subjects) * len(templates)
-    mean_keys = {layer: k[:n].view(len(subjects), len(templates), -1).mean(1) for layer, k in keys.items()}
+    n = len(subjects) * len(prompts.contexts)
+    mean_keys = {layer: k[:n].view(len(subjects), len(prompts.contexts), -1).mean(1) for layer, k in keys.items()}
     return mean_keys, (outs[n:] if outs is not None else None)
 
 
-def unrelated_value(model, tokenizer, subject: str, layer: int):
+def unrelated_value(model, prompts: Prompts, subject: str, layer: int):
     """ORT's `compute_z_unrelated`: the output of `layer` at `subject`'s last token in the first context."""
-    row = encode_at(tokenizer, *fill(context_templates(tokenizer)[0], subject))
-    return read_states(model, [row], [], layer)[1][0]
+    return read_states(model, [prompts.encode(prompts.contexts[0], subject)], [], layer)[1][0]
 
 
 # ----------------------------------------------------------------------------- the update
@@ -291,15 +301,16 @@ class ROCR(Method):
                                 f"threshold {cfg.nullspace_threshold:g} (smallest {low:.3g}): the edit would change "
                                 "nothing; raise --rocr-nullspace-threshold")
         prev: dict[int, Any] = {layer: None for layer in layers}
+        prompts = Prompts.of(tokenizer)
         per_target: dict[str, Any] = {}
         per_layer: list[dict[str, Any]] = []
         for target, subjects in tqdm(names.items(), desc="rocr", disable=not progress, dynamic_ncols=True):
             if not subjects:
                 continue
-            z = unrelated_value(model, tokenizer, cfg.unrelated_subject, top)
+            z = unrelated_value(model, prompts, cfg.unrelated_subject, top)
             gap_before = None
             for i, layer in enumerate(layers):
-                keys, h = subject_reads(model, tokenizer, subjects, [layer], top)
+                keys, h = subject_reads(model, prompts, subjects, [layer], top)
                 if gap_before is None:
                     gap_before = (z - h).norm(dim=-1)
                 k = keys[layer]
@@ -316,7 +327,7 @@ class ROCR(Method):
                     "residual_norm": round(float(resid.norm(dim=-1).mean()), 4),
                     "update_rel_norm": round(float(delta.norm()) / float(down.weight.detach().double().norm()), 6),
                 })
-            after, h1 = subject_reads(model, tokenizer, subjects, layers, top)
+            after, h1 = subject_reads(model, prompts, subjects, layers, top)
             for layer in layers:  # C_prev += K K^T, keys read after the edit (ORT's cache_c)
                 prev[layer] = after[layer] if prev[layer] is None else torch.cat([prev[layer], after[layer]])
             per_target[target] = {"names": subjects, "residual_gap_before": round(float(gap_before.mean()), 4),
