@@ -18,9 +18,6 @@ papers' attacks use a few epochs at lr 1e-5..5e-5.
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,13 +45,6 @@ def check_save_at(save_at, steps: int) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
-def _write_into(lm, tokenizer, d: Path, card: dict[str, Any]) -> None:
-    from ort_bench.methods.training import save_model
-
-    save_model(lm, tokenizer, d)
-    (d / CARD_NAME).write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-
-
 def _train(lm, tokenizer, examples, cfg, progress: bool, desc: str, on_step=None) -> dict[str, Any]:
     from ort_bench.methods.training import Batches, encode_examples, mean_nll, pad_id, set_seed, train_loop
 
@@ -79,7 +69,7 @@ def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | 
     from ort_bench.methods.base import TrainConfig
     from ort_bench.methods.training import examples_hash
     from ort_bench.models import resolve_device
-    from ort_bench.unlearn import check_out_dir, load_model_for_training, versions
+    from ort_bench.unlearn import check_out_dir, load_model_for_training, save_with_card, staged_output, versions
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -107,43 +97,33 @@ def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | 
     }
     if save_at:
         card["intermediate_checkpoints"] = {STEP_DIR.format(n): n for n in save_at}
+    history: list[dict[str, float]] = []
     # Everything is written into a sibling temporary folder that becomes `out` at the end, so a failed
     # run leaves no half-written output (and `out` never holds step folders without its final model).
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    history: list[dict[str, float]] = []
+    with staged_output(out) as stage:
+        def on_step(done: int, logs: dict[str, float]) -> None:
+            history.append(logs)
+            if done in save_at:
+                step_card = {**{k: v for k, v in card.items() if k != "intermediate_checkpoints"},
+                             "steps": done, "of_run_steps": steps,
+                             # results.json keeps an attacked model's hyperparameters: say there which step
+                             "hyperparameters": {**card["hyperparameters"], "checkpoint_step": done},
+                             "checkpoint": f"the model after {done} of the run's {steps} steps (the full run's "
+                                           "learning-rate schedule; the final model is the parent folder)",
+                             "stats": {"steps": done, "history": list(history)},
+                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "wall_seconds": round(time.perf_counter() - t0, 2)}
+                d = stage / STEP_DIR.format(done)
+                d.mkdir()
+                save_with_card(lm, tokenizer, d, CARD_NAME, step_card)
+                if progress:
+                    print(f"attack {kind}: saved the model after step {done} of {steps} -> "
+                          f"{out / STEP_DIR.format(done)}", flush=True)
 
-    def on_step(done: int, logs: dict[str, float]) -> None:
-        history.append(logs)
-        if done in save_at:
-            step_card = {**{k: v for k, v in card.items() if k != "intermediate_checkpoints"},
-                         "steps": done, "of_run_steps": steps,
-                         # results.json keeps an attacked model's hyperparameters: say there which step
-                         "hyperparameters": {**card["hyperparameters"], "checkpoint_step": done},
-                         "checkpoint": f"the model after {done} of the run's {steps} steps (the full run's "
-                                       "learning-rate schedule; the final model is the parent folder)",
-                         "stats": {"steps": done, "history": list(history)},
-                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         "wall_seconds": round(time.perf_counter() - t0, 2)}
-            d = stage / STEP_DIR.format(done)
-            d.mkdir()
-            _write_into(lm, tokenizer, d, step_card)
-            if progress:
-                print(f"attack {kind}: saved the model after step {done} of {steps} -> "
-                      f"{out / STEP_DIR.format(done)}", flush=True)
-
-    try:
         card["stats"] = _train(lm, tokenizer, examples, cfg, progress, desc=f"attack {kind}", on_step=on_step)
         card["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         card["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        _write_into(lm, tokenizer, stage, card)
-        stage.chmod(0o755)
-        check_out_dir(out)
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        save_with_card(lm, tokenizer, stage, CARD_NAME, card)
     return card
 
 

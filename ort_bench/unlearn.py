@@ -25,6 +25,8 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,23 +62,37 @@ def check_out_dir(out: Path) -> None:
                                 "choose another --out")
 
 
-def write_checkpoint(model, tokenizer, out: Path, card_name: str, card: dict[str, Any]) -> None:
-    """Save model + tokenizer + card into a sibling temp folder, then move it to `out`."""
+def save_with_card(model, tokenizer, d: Path, card_name: str, card: dict[str, Any]) -> None:
+    """Model + tokenizer + card (JSON) into the existing folder `d`."""
     from ort_bench.methods.training import save_model
 
+    save_model(model, tokenizer, d)
+    (d / card_name).write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A sibling temporary folder to write into; moved to `out` when the block ends without error,
+    removed otherwise, so a failed run leaves no half-written output. `out` is checked (missing,
+    empty or an earlier ort-bench output) before and again just before the move."""
     check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        save_model(model, tokenizer, tmp)
-        (tmp / card_name).write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n",
-                                     encoding="utf-8")
+        yield tmp
         tmp.chmod(0o755)
+        check_out_dir(out)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_checkpoint(model, tokenizer, out: Path, card_name: str, card: dict[str, Any]) -> None:
+    """Save model + tokenizer + card into a sibling temp folder, then move it to `out`."""
+    with staged_output(out) as tmp:
+        save_with_card(model, tokenizer, tmp, card_name, card)
 
 
 def load_model_for_training(spec: str, dtype: str, device: str, trust_remote_code: bool, allow_pickle: bool):
