@@ -243,11 +243,9 @@ def _efficacies(results_path: Path) -> tuple[dict[str, float | None], dict[str, 
 
 
 def _scored_probe_ids(eval_dir: Path) -> set[str]:
-    path = eval_dir / "records.jsonl"
-    if not path.exists():
-        return set()
-    with path.open(encoding="utf-8") as fh:
-        return {json.loads(line).get("probe_id") for line in fh if line.strip()}
+    from ort_bench.records import load_records
+
+    return {r["probe_id"] for r in load_records(eval_dir / "records.jsonl", repair=False).values()}
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
