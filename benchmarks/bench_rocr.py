@@ -23,7 +23,7 @@ def time_update(d_ff: int, d_model: int, null_dims: int, n_prev: int, repeats: i
     same Delta), for one new key after `n_prev` earlier ones (C_prev = K_prev^T K_prev)."""
     import torch
 
-    from ort_bench.methods.rocr import rocr_update
+    from ort_bench.unlearning.methods.rocr import rocr_update
 
     gen = torch.Generator().manual_seed(0)
     basis, _ = torch.linalg.qr(torch.randn(d_ff, null_dims, generator=gen, dtype=torch.float64))
@@ -62,11 +62,11 @@ def main() -> None:
 
     import torch
 
-    from ort_bench.facts import load_kb
-    from ort_bench.methods import get_method, make_config
-    from ort_bench.models import load_causal_lm, load_tokenizer, resolve_model
-    from ort_bench.templates import load_templates
-    from ort_bench.unlearn import build_data
+    from ort_bench.kb.facts import load_kb
+    from ort_bench.kb.templates import load_templates
+    from ort_bench.scoring.models import load_causal_lm, load_tokenizer, resolve_model
+    from ort_bench.unlearning.methods import get_method, make_config
+    from ort_bench.unlearning.unlearn import build_data
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ort_bench.evaluate import EvalConfig, evaluate
-from ort_bench.facts import SPLITS, KnowledgeBase, load_kb
-from ort_bench.probes import Probe, write_probes
-from ort_bench.render import RenderSummary, render_probes
-from ort_bench.templates import Template, load_templates
+from ort_bench.kb.facts import SPLITS, KnowledgeBase, load_kb
+from ort_bench.kb.probes import Probe, write_probes
+from ort_bench.kb.render import RenderSummary, render_probes
+from ort_bench.kb.templates import Template, load_templates
+from ort_bench.scoring.evaluate import EvalConfig, evaluate
 
 __all__ = ["EvalConfig", "evaluate", "render", "validate_templates"]
 

@@ -57,31 +57,31 @@ class BenchmarkVersion:
     def directions(self) -> dict[str, str]:
         """The direction of every number this version's results report."""
         if self.aggregation == "probes":
-            from ort_bench.metrics import DIRECTIONS
+            from ort_bench.scoring.metrics import DIRECTIONS
 
             return DIRECTIONS
-        from ort_bench.metrics_v2 import DIRECTIONS_V2
+        from ort_bench.scoring.metrics_v2 import DIRECTIONS_V2
 
         return DIRECTIONS_V2
 
     def compare(self, model_records: Any, reference_records: Any, **kw: Any) -> dict[str, Any]:
-        """The comparison block of results.json for this version: probe-pooled (ort_bench.metrics, v1)
-        or items over targets (ort_bench.metrics_v2)."""
+        """The comparison block of results.json for this version: probe-pooled (ort_bench.scoring.metrics, v1)
+        or items over targets (ort_bench.scoring.metrics_v2)."""
         if self.aggregation == "probes":
-            from ort_bench.metrics import compare
+            from ort_bench.scoring.metrics import compare
 
             return compare(model_records, reference_records, **kw)
-        from ort_bench.metrics_v2 import compare_v2
+        from ort_bench.scoring.metrics_v2 import compare_v2
 
         return compare_v2(model_records, reference_records, version=self, **kw)
 
     def summarize(self, records: Any, **kw: Any) -> dict[str, Any]:
         """The per-split summary of one model alone (items, not probes, from v2 on)."""
-        from ort_bench import metrics
+        from ort_bench.scoring import metrics
 
         if self.aggregation == "probes":
             return metrics.summarize_single(records, **kw)
-        from ort_bench.metrics_v2 import items_of
+        from ort_bench.scoring.metrics_v2 import items_of
 
         return metrics.summarize_single(items_of(records, self), **kw)
 

@@ -9,8 +9,8 @@ import sys
 from ort_bench import api
 from ort_bench.benchmark import VERSIONS
 from ort_bench.errors import OrtBenchError
-from ort_bench.facts import LANGS, SPLITS
-from ort_bench.templates import FORMS, load_templates
+from ort_bench.kb.facts import LANGS, SPLITS
+from ort_bench.kb.templates import FORMS, load_templates
 
 
 def _csv(value: str) -> list[str]:
@@ -92,7 +92,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_import_ort(args: argparse.Namespace) -> int:
-    from ort_bench.ort_import import import_ort
+    from ort_bench.kb.ort_import import import_ort
 
     summary = import_ort(args.dir, args.out)
     print(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -100,8 +100,8 @@ def cmd_import_ort(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ort_bench.evaluate import EvalConfig
-    from ort_bench.results import markdown_table
+    from ort_bench.scoring.evaluate import EvalConfig
+    from ort_bench.scoring.results import markdown_table
 
     config = EvalConfig(
         backend=args.backend, max_new_tokens=args.max_new_tokens, seed=args.seed, dtype=args.dtype,
@@ -119,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from ort_bench.audit import audit
+    from ort_bench.board.audit import audit
 
     report = audit(args.submission, sample=args.sample, seed=args.seed, model=args.model, write=not args.dry_run)
     print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -127,7 +127,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from ort_bench.submit import submit
+    from ort_bench.board.submit import submit
 
     summary = submit(args.run_dir, args.name, method=args.method, link=args.link, date=args.date,
                      dry_run=args.dry_run, model_name=args.model_name)
@@ -136,7 +136,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
-    from ort_bench.leaderboard import build_all, build_leaderboard
+    from ort_bench.board.leaderboard import build_all, build_leaderboard
 
     if args.version == "all":
         if args.out is not None:
@@ -149,8 +149,8 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from ort_bench.methods import config_from_args
-    from ort_bench.unlearn import unlearn
+    from ort_bench.unlearning.methods import config_from_args
+    from ort_bench.unlearning.unlearn import unlearn
 
     card = unlearn(args.method, args.model, args.targets, args.out, train_form=args.train_form,
                    config=config_from_args(args), dtype=args.dtype, device=args.device,
@@ -168,7 +168,7 @@ def _steps_list(value: str) -> tuple[int, ...]:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from ort_bench.attacks import finetune_attack, relearn_attack
+    from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
 
     common = {"lr": args.lr, "seed": args.seed, "dtype": args.dtype, "device": args.device,
               "save_at": args.save_at}
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("dir", help="folder with one sub-folder per target (forget_level1.json, ...)")
     i.add_argument("--out", required=True, help="output JSONL file")
     i.set_defaults(func=cmd_import_ort)
-    from ort_bench.methods import METHODS, add_method_arguments
+    from ort_bench.unlearning.methods import METHODS, add_method_arguments
 
     u = sub.add_parser("unlearn", help=f"unlearn targets with a reference method ({', '.join(METHODS)})",
                        description="Unlearn TARGETS from MODEL with METHOD; writes an HF directory and "

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.benchmark import CURRENT
-from ort_bench.evaluate import EvalConfig, evaluate
-from ort_bench.results import _fmt
+from ort_bench.scoring.evaluate import EvalConfig, evaluate
+from ort_bench.scoring.results import _fmt
 
 DEFAULT_TARGETS = ("france", "japan", "william_shakespeare")
 # 300 items per model, half of them forget items: a form's efficacy needs 5 items the original knows
@@ -36,8 +36,8 @@ def run_demo(out: str | Path = "runs/demo", targets: tuple[str, ...] | list[str]
              limit: int | dict[str, int] | None = None,
              progress: bool = True) -> str:
     """`lr` 5e-5 as in docs/RESULTS.md: at the published 1e-5 a dozen CPU steps move nothing."""
-    from ort_bench.methods import make_config
-    from ort_bench.unlearn import unlearn
+    from ort_bench.unlearning.methods import make_config
+    from ort_bench.unlearning.unlearn import unlearn
 
     out = Path(out)
     limit = DEFAULT_LIMIT if limit is None else limit

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ort_bench.attacks import finetune_attack
 from ort_bench.cli import _limit
-from ort_bench.evaluate import EvalConfig, evaluate
-from ort_bench.methods import METHODS, make_config
-from ort_bench.results import _fmt
-from ort_bench.unlearn import unlearn
+from ort_bench.scoring.evaluate import EvalConfig, evaluate
+from ort_bench.scoring.results import _fmt
+from ort_bench.unlearning.attacks import finetune_attack
+from ort_bench.unlearning.methods import METHODS, make_config
+from ort_bench.unlearning.unlearn import unlearn
 
 # ten default targets of four kinds of which the embedded model knows 5 or more qa facts (data/README.md)
 TARGETS = ("william_shakespeare", "isaac_newton", "hamlet", "pride_and_prejudice", "japan", "france", "paris",

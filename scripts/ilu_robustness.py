@@ -9,14 +9,14 @@ Protocol
   penalty is computed on the `math` environment (`--ilu-envs`, ILU's default) with ILU's default
   weight; RMU's steering coefficient, retain weight and layer are `--rmu-c` (100: RMU's published 6.5
   is for a 7B model's activations), `--rmu-alpha`, `--rmu-layer`. Each unlearns `--targets` from the
-  original model with `ort_bench.unlearn.unlearn`.
+  original model with `ort_bench.unlearning.unlearn.unlearn`.
 - Three attacks on every unlearned model, `--attack-steps` steps each (lr `--attack-lr`, linear
   decay, seed = the seed): fine-tuning on `math` (the environment ILU saw), fine-tuning on
   `sentiment` (one it did not see), and relearning on `--relearn-samples` forget qa examples of the
   targets. Each attack keeps `--checkpoints` evenly spaced states of its one run (`save_at`: the
   learning-rate schedule is the full run's), the last being the final model; with the unlearned model
   itself as step 0 that is `--checkpoints` + 1 points per attack (default 2: steps 0, 10, 20).
-- Every point is scored with `ort_bench.evaluate.evaluate` against the original model (train form qa)
+- Every point is scored with `ort_bench.scoring.evaluate.evaluate` against the original model (train form qa)
   on one fixed probe selection (`--forms`, `--limit`, `--splits`: the five forms the 135M model knows
   enough of for these targets, 12 forget items each, of which the original knows about 7-9 from 3-4
   targets (read off the reference records of runs/exp-v2); forget split only, utility is not scored);
@@ -88,7 +88,7 @@ def checkpoint_steps(attack_steps: int, checkpoints: int) -> list[int]:
 
 def method_config(config: str, args: argparse.Namespace, seed: int) -> tuple[str, Any]:
     """(method, config object) of one of CONFIGS."""
-    from ort_bench.methods import make_config
+    from ort_bench.unlearning.methods import make_config
 
     train = {"max_steps": args.steps, "seed": seed, "batch_size": 4, "retain_batch_size": 4}
     rmu = {**train, "lr": args.rmu_lr, "steering_coeff": args.rmu_c, "alpha": args.rmu_alpha,
@@ -153,9 +153,9 @@ def _prune(model_dir: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ort_bench.attacks import finetune_attack, relearn_attack
-    from ort_bench.evaluate import EvalConfig, evaluate
-    from ort_bench.unlearn import unlearn
+    from ort_bench.scoring.evaluate import EvalConfig, evaluate
+    from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
+    from ort_bench.unlearning.unlearn import unlearn
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -243,7 +243,7 @@ def _efficacies(results_path: Path) -> tuple[dict[str, float | None], dict[str, 
 
 
 def _scored_probe_ids(eval_dir: Path) -> set[str]:
-    from ort_bench.records import load_records
+    from ort_bench.scoring.records import load_records
 
     return {r["probe_id"] for r in load_records(eval_dir / "records.jsonl", repair=False).values()}
 
@@ -402,7 +402,7 @@ def report(args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from ort_bench.cli import _limit
-    from ort_bench.methods import make_config
+    from ort_bench.unlearning.methods import make_config
 
     rmu = make_config("rmu")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ort_bench import metrics
 from ort_bench.benchmark import V2
-from ort_bench.metrics_v2 import compare_v2, items_of
+from ort_bench.scoring import metrics
+from ort_bench.scoring.metrics_v2 import compare_v2, items_of
 
 
 def widths(run: Path) -> dict[str, tuple[float | None, float | None]]:

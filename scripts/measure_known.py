@@ -3,7 +3,7 @@
     ort-bench evaluate --model embedded --splits forget --out runs/known   # all forms (or --forms qa)
     python scripts/measure_known.py runs/known/records.jsonl [forget|neighbour|utility]
 
-Counted per item (one probe, a true/false pair, the rotations of an MCQ: `ort_bench.metrics_v2.items_of`):
+Counted per item (one probe, a true/false pair, the rotations of an MCQ: `ort_bench.scoring.metrics_v2.items_of`):
 an item is known when its score passes the current benchmark version's threshold for its scorer; a
 fact counts as known in a form when any of that form's templates is known.
 """
@@ -17,7 +17,7 @@ from collections import defaultdict
 import pandas as pd
 
 from ort_bench.benchmark import CURRENT
-from ort_bench.metrics_v2 import items_of
+from ort_bench.scoring.metrics_v2 import items_of
 
 
 def main(path: str, split: str = "forget") -> None:

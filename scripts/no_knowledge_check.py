@@ -15,14 +15,14 @@ import json
 from pathlib import Path
 
 from ort_bench.api import evaluate
-from ort_bench.evaluate import EvalConfig
+from ort_bench.scoring.evaluate import EvalConfig
 
 
 def build_random_model(out: Path, seed: int) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ort_bench.models import load_tokenizer, resolve_model
+    from ort_bench.scoring.models import load_tokenizer, resolve_model
 
     if (out / "config.json").is_file():
         return out

@@ -83,7 +83,7 @@ def log(msg: str) -> None:
 
 
 def examples(probes) -> list:
-    from ort_bench.methods.base import Example
+    from ort_bench.unlearning.methods.base import Example
 
     return [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in probes]
 
@@ -92,8 +92,8 @@ def build_eval_sets(targets: list[str], n_generate: int, n_forget: int, n_cloze:
     """The forget training data (exactly `unlearn`'s), and the probes the measures use: each set a
     sample spread round-robin over (split,) target and template (`probes.spread`; 0 = all)."""
     from ort_bench.api import render
-    from ort_bench.probes import spread
-    from ort_bench.unlearn import build_data, checked_targets
+    from ort_bench.kb.probes import spread
+    from ort_bench.unlearning.unlearn import build_data, checked_targets
 
     def sample(probes, n: int) -> list:
         spread_out = spread(list(probes), lambda p: p.split, lambda p: p.target or "", lambda p: p.template_id)
@@ -126,7 +126,7 @@ def answer_nlls(model, tokenizer, exs, max_length: int, batch_size: int) -> list
     """Per-example mean per-token NLL of the answer (teacher forcing), in the order of `exs`."""
     import torch
 
-    from ort_bench.methods.training import collate, encode_examples, pad_id, sequence_nll
+    from ort_bench.unlearning.methods.training import collate, encode_examples, pad_id, sequence_nll
 
     items = encode_examples(tokenizer, exs, max_length)
     order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))  # less padding
@@ -145,8 +145,8 @@ def answer_nlls(model, tokenizer, exs, max_length: int, batch_size: int) -> list
 
 
 def generate(backend, tokenizer, probes, max_new_tokens: int) -> list[str]:
-    from ort_bench.backends.base import GenerationParams
-    from ort_bench.prompting import format_prompt
+    from ort_bench.scoring.backends.base import GenerationParams
+    from ort_bench.scoring.prompting import format_prompt
 
     prompts = [format_prompt(tokenizer, p.prompt, p.system, p.prefill) for p in probes]
     return backend.generate(prompts, GenerationParams(max_new_tokens=max_new_tokens))
@@ -212,7 +212,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def run_setting(s: dict[str, Any], backend, tokenizer, data, original, sets, gen_probes, base, args) -> dict[str, Any]:
-    from ort_bench.methods import get_method, make_config
+    from ort_bench.unlearning.methods import get_method, make_config
 
     model = backend.model
     cfg = make_config("rmu", {"layer": s["layer"], "steering_coeff": s["c"], "alpha": s["alpha"], "lr": s["lr"],
@@ -345,8 +345,8 @@ def main() -> None:
         torch.set_num_interop_threads(args.threads)
     except RuntimeError:
         pass
-    from ort_bench.backends.hf import HFBackend
-    from ort_bench.models import resolve_model
+    from ort_bench.scoring.backends.hf import HFBackend
+    from ort_bench.scoring.models import resolve_model
 
     t_start = time.perf_counter()
     targets = [t for t in args.targets.split(",") if t]

@@ -1,5 +1,5 @@
 """Submit the runs of `scripts/experiment.py` to the current leaderboard (the entries of docs/RESULTS.md),
-through `ort_bench.submit.submit`, as any submitter would, then rebuild every leaderboard.
+through `ort_bench.board.submit.submit`, as any submitter would, then rebuild every leaderboard.
 
     python scripts/submit_experiment.py --exp runs/exp [--methods rocr rmu] [--replace] [--dry-run]
 
@@ -20,9 +20,9 @@ import shutil
 from pathlib import Path
 
 from ort_bench.api import evaluate
-from ort_bench.evaluate import EvalConfig
-from ort_bench.leaderboard import build_all
-from ort_bench.submit import submissions_dir, submit
+from ort_bench.board.leaderboard import build_all
+from ort_bench.board.submit import submissions_dir, submit
+from ort_bench.scoring.evaluate import EvalConfig
 
 META = {
     "base": ("none (the original model)", None),

@@ -20,7 +20,7 @@ tests never fill the user's cache with file hashes, merged adapters or conversio
 models. GGUF conversions already in the persistent cache (``ORT_BENCH_CACHE`` as set before the
 session, default ``~/.cache/ort-bench``) are linked in, and ``embedded_model`` converts into the
 persistent cache, so the embedded model is converted once per machine, not once per session: a test
-that runs the embedded model (even through ``ort_bench.evaluate``) should request ``embedded_model``
+that runs the embedded model (even through ``ort_bench.scoring.evaluate``) should request ``embedded_model``
 or ``embedded_dir`` first. ``HF_HUB_OFFLINE=1``: no test touches the network.
 """
 
@@ -175,7 +175,7 @@ def tiny_gpt2_dir(make_tiny_model) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_model(_isolated_cache):
-    from ort_bench.models import resolve_model
+    from ort_bench.scoring.models import resolve_model
 
     resolve_model("embedded", cache_dir=_PERSISTENT_CACHE)  # converts once per machine, if needed
     _link_persistent_conversions(_isolated_cache)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ort_bench.attacks import finetune_attack, relearn_attack
-from ort_bench.envs import env_hash, load_env
 from ort_bench.errors import OrtBenchError
+from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
+from ort_bench.unlearning.envs import env_hash, load_env
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture()
 def fixture_kb():
-    from ort_bench.facts import load_kb
-    from ort_bench.templates import load_templates
+    from ort_bench.kb.facts import load_kb
+    from ort_bench.kb.templates import load_templates
 
     return load_kb(FIX / "kb"), load_templates(FIX / "templates")
 
@@ -51,8 +51,8 @@ def test_finetune_attack_trains_and_writes_card(arch, env, make_tiny_model, tmp_
 
 
 def test_finetune_lowers_the_environment_loss(tiny_llama_dir, tmp_path):
-    from ort_bench.methods.base import Example
-    from ort_bench.methods.training import collate, encode_examples, mean_nll, pad_id
+    from ort_bench.unlearning.methods.base import Example
+    from ort_bench.unlearning.methods.training import collate, encode_examples, mean_nll, pad_id
 
     finetune_attack(str(tiny_llama_dir), "sentiment", steps=15, out=tmp_path / "a", batch_size=8, lr=3e-3,
                     progress=False)

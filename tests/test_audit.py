@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from test_submit import forge
 
-from ort_bench.audit import AUDIT_FILE, audit
+from ort_bench.board.audit import AUDIT_FILE, audit
+from ort_bench.board.leaderboard import build_leaderboard
+from ort_bench.board.submit import submit
 from ort_bench.errors import OrtBenchError
-from ort_bench.evaluate import EvalConfig, evaluate
-from ort_bench.leaderboard import build_leaderboard
-from ort_bench.submit import submit
+from ort_bench.scoring.evaluate import EvalConfig, evaluate
 
 LIMIT = {"forget": 11, "neighbour": 2, "utility": 2}  # one item per form: every form covered, seconds on a tiny model
 

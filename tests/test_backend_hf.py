@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ort_bench.backends import GenerationParams, LogLikelihood, get_backend
-from ort_bench.backends.hf import HFBackend, cut_at_stop
 from ort_bench.errors import OrtBenchError
-from ort_bench.models import resolve_model
-from ort_bench.prompting import format_prompt, join_continuation
+from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend
+from ort_bench.scoring.backends.hf import HFBackend, cut_at_stop
+from ort_bench.scoring.models import resolve_model
+from ort_bench.scoring.prompting import format_prompt, join_continuation
 
 QUESTIONS = [
     "Hi",

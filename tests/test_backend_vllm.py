@@ -31,8 +31,8 @@ if importlib.util.find_spec("vllm") is None:
     pytest.skip("vllm is not installed: the vllm backend tests run in their own stage (.ci/vllm-stage.sh)",
                 allow_module_level=True)
 
-from ort_bench.backends import GenerationParams, LogLikelihood, get_backend  # noqa: E402
-from ort_bench.backends.hf import cut_at_stop  # noqa: E402
+from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend  # noqa: E402
+from ort_bench.scoring.backends.hf import cut_at_stop  # noqa: E402
 
 LL_TOL = 0.01  # nats per sequence
 TINY_CONFIG = {"hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128}
@@ -50,7 +50,7 @@ def _close(backend) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(make_tiny_model):
-    from ort_bench.models import resolve_model
+    from ort_bench.scoring.models import resolve_model
 
     return resolve_model(str(make_tiny_model("llama", **TINY_CONFIG)))
 
@@ -72,7 +72,7 @@ TINY_PROMPTS = [CHAT.format("What is the capital of France?"), "The capital of J
 
 
 def test_registered_and_settings(tiny_vllm):
-    from ort_bench.backends.vllm import VLLMBackend
+    from ort_bench.scoring.backends.vllm import VLLMBackend
 
     assert get_backend("vllm") is VLLMBackend
     s = tiny_vllm.settings()
@@ -124,12 +124,12 @@ def test_tiny_loglikelihood_matches_hf(tiny_vllm, tiny_hf):
 def test_missing_vllm_gives_install_hint(monkeypatch):
     import sys
 
-    from ort_bench.backends import base
     from ort_bench.errors import OrtBenchError
+    from ort_bench.scoring.backends import base
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
-    monkeypatch.delitem(sys.modules, "ort_bench.backends.vllm", raising=False)
+    monkeypatch.delitem(sys.modules, "ort_bench.scoring.backends.vllm", raising=False)
     monkeypatch.delitem(base.BACKENDS, "vllm", raising=False)
     with pytest.raises(OrtBenchError, match=r"install the extra: pip install 'ort-bench\[vllm\]'"):
         get_backend("vllm")
@@ -151,7 +151,7 @@ CHAT_QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def embedded_pair(embedded_model):
-    from ort_bench.models import load_tokenizer
+    from ort_bench.scoring.models import load_tokenizer
 
     hf = get_backend("hf")(embedded_model, dtype="float32", device="cpu", progress=False)
     vllm_backend = get_backend("vllm")(embedded_model)
@@ -161,7 +161,7 @@ def embedded_pair(embedded_model):
 
 @pytest.mark.integration
 def test_embedded_greedy_answers_match_hf(embedded_pair):
-    from ort_bench.prompting import format_prompt
+    from ort_bench.scoring.prompting import format_prompt
 
     tok, vllm_backend, hf = embedded_pair
     prompts = [format_prompt(tok, q) for q, _ in CHAT_QUESTIONS]
@@ -173,7 +173,7 @@ def test_embedded_greedy_answers_match_hf(embedded_pair):
 
 @pytest.mark.integration
 def test_embedded_loglikelihoods_match_hf(embedded_pair):
-    from ort_bench.prompting import format_prompt, join_continuation
+    from ort_bench.scoring.prompting import format_prompt, join_continuation
 
     tok, vllm_backend, hf = embedded_pair
     reqs = []

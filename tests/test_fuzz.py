@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from ort_bench.cli import main
 from ort_bench.errors import OrtBenchError
-from ort_bench.facts import load_kb
-from ort_bench.probes import read_probes
-from ort_bench.records import load_records
-from ort_bench.render import render_probes
-from ort_bench.templates import load_template
+from ort_bench.kb.facts import load_kb
+from ort_bench.kb.probes import read_probes
+from ort_bench.kb.render import render_probes
+from ort_bench.kb.templates import load_template
+from ort_bench.scoring.records import load_records
 
 FIX = Path(__file__).parent / "fixtures"
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ort_bench.envs import ENVS, N_ITEMS, env_hash, env_path, generate_env, load_env
 from ort_bench.errors import OrtBenchError
-from ort_bench.methods.base import Example
-from ort_bench.methods.ilu import gradnorm_penalty, irm_penalty
-from ort_bench.methods.training import collate, encode_examples, pad_id, token_nll
 from ort_bench.paths import REPO_ROOT
+from ort_bench.unlearning.envs import ENVS, N_ITEMS, env_hash, env_path, generate_env, load_env
+from ort_bench.unlearning.methods.base import Example
+from ort_bench.unlearning.methods.ilu import gradnorm_penalty, irm_penalty
+from ort_bench.unlearning.methods.training import collate, encode_examples, pad_id, token_nll
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,7 +114,7 @@ def test_ilu_lowers_the_penalty_compared_with_its_base(make_tiny_model):
     """Same start, same steps: NPO with the IRM penalty ends with a smaller penalty than NPO alone."""
     import copy
 
-    from ort_bench.methods import UnlearnData, get_method, make_config
+    from ort_bench.unlearning.methods import UnlearnData, get_method, make_config
 
     d = make_tiny_model("llama")
     tok = AutoTokenizer.from_pretrained(d)
@@ -161,7 +161,7 @@ def test_sentiment_is_balanced_and_labelled_by_its_words():
     items = generate_env("sentiment")
     labels = [it.answer for it in items]
     assert labels.count("positive") == labels.count("negative") == N_ITEMS // 2
-    from ort_bench.envs import _NEGATIVE, _POSITIVE
+    from ort_bench.unlearning.envs import _NEGATIVE, _POSITIVE
 
     for it in items:
         review = it.prompt.split("Review: ", 1)[1]

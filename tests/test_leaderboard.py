@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from test_submit import make_run  # tests/ is on sys.path (no package): the shared run-folder builder
 
+from ort_bench.board.leaderboard import OUTPUT_FILES, build_leaderboard, csv_columns
+from ort_bench.board.page import JS, script_hash
+from ort_bench.board.submit import submit
 from ort_bench.errors import OrtBenchError
-from ort_bench.leaderboard import OUTPUT_FILES, build_leaderboard, csv_columns
-from ort_bench.leaderboard_page import JS, script_hash
-from ort_bench.submit import submit
-from ort_bench.templates import FORMS
+from ort_bench.kb.templates import FORMS
 
 EVIL_METHOD = "<script>alert('method')</script>"
 EVIL_MODEL = '"><img src=x onerror=alert(1)>'
@@ -145,7 +145,7 @@ def test_a_fresh_process_gives_byte_identical_files(built, tmp_path: Path):
     root, _, _ = built
     copy = tmp_path / "copy"
     shutil.copytree(root / "v2" / "submissions", copy / "v2" / "submissions")
-    code = "import sys; from ort_bench.leaderboard import build_leaderboard; build_leaderboard(root=sys.argv[1])"
+    code = "import sys; from ort_bench.board.leaderboard import build_leaderboard; build_leaderboard(root=sys.argv[1])"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLCONFIGDIR": str(tmp_path / "mpl")}
     subprocess.run([sys.executable, "-c", code, str(copy)], check=True, env=env, timeout=300)
     assert _digest(copy / "v2") == _digest(root / "v2")

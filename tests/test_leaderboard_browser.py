@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_leaderboard import EVIL_METHOD, populate  # tests/ is on sys.path: shared builders
 
-from ort_bench.leaderboard import build_leaderboard
+from ort_bench.board.leaderboard import build_leaderboard
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

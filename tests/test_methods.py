@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.methods import (
+from ort_bench.unlearning.methods import (
     METHODS,
     Example,
     UnlearnData,
@@ -29,9 +29,9 @@ from ort_bench.methods import (
     get_method,
     make_config,
 )
-from ort_bench.methods.npo import npo_loss
-from ort_bench.methods.simnpo import simnpo_loss
-from ort_bench.methods.training import (
+from ort_bench.unlearning.methods.npo import npo_loss
+from ort_bench.unlearning.methods.simnpo import simnpo_loss
+from ort_bench.unlearning.methods.training import (
     Batches,
     TrainConfig,
     collate,
@@ -271,8 +271,8 @@ def test_bad_configs_are_one_line_errors():
 def fixture_kb():
     from pathlib import Path
 
-    from ort_bench.facts import load_kb
-    from ort_bench.templates import load_templates
+    from ort_bench.kb.facts import load_kb
+    from ort_bench.kb.templates import load_templates
 
     fix = Path(__file__).parent / "fixtures"
     return load_kb(fix / "kb"), load_templates(fix / "templates")
@@ -280,7 +280,7 @@ def fixture_kb():
 
 @pytest.mark.parametrize("method", ["ga", "graddiff", "npo", "simnpo", "rmu", "ilu", "rocr"])
 def test_unlearn_writes_a_checkpoint_and_card(method, tiny_llama_dir, fixture_kb, tmp_path):
-    from ort_bench.unlearn import unlearn
+    from ort_bench.unlearning.unlearn import unlearn
 
     kb, templates = fixture_kb
     cfg = {"rmu": {"layer": 1}, "ilu": {"base_method": "rmu", "base": {"layer": 1}},
@@ -292,7 +292,7 @@ def test_unlearn_writes_a_checkpoint_and_card(method, tiny_llama_dir, fixture_kb
     assert on_disk["method"] == card["method"] == method
     assert on_disk["hyperparameters"] == card["hyperparameters"]
     assert on_disk["base_model"]["fingerprint"] and on_disk["base_model"]["kind"] == "hf_dir"
-    from ort_bench.render import render_probes
+    from ort_bench.kb.render import render_probes
 
     retain_train = [p for split, tg in (("neighbour", ["france"]), ("utility", None))
                     for p in render_probes(kb, templates, split, ["qa"], targets=tg, retain="train")[0]]
@@ -315,7 +315,7 @@ def test_unlearn_writes_a_checkpoint_and_card(method, tiny_llama_dir, fixture_kb
 
 
 def test_unlearn_errors(tiny_llama_dir, fixture_kb, tmp_path):
-    from ort_bench.unlearn import unlearn
+    from ort_bench.unlearning.unlearn import unlearn
 
     kb, templates = fixture_kb
     with pytest.raises(OrtBenchError, match=r"^unknown method 'forgetall' \(choose from ga, "):
@@ -335,7 +335,7 @@ def test_unlearn_errors(tiny_llama_dir, fixture_kb, tmp_path):
 def test_unlearn_is_deterministic_and_replaces_its_own_output(tiny_gpt2_dir, fixture_kb, tmp_path):
     from safetensors.torch import load_file
 
-    from ort_bench.unlearn import unlearn
+    from ort_bench.unlearning.unlearn import unlearn
 
     kb, templates = fixture_kb
     unlearn("npo", str(tiny_gpt2_dir), ["france"], tmp_path / "a", max_steps=3, seed=1, progress=False, kb=kb,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ort_bench import metrics
-from ort_bench.metrics import (
+from ort_bench.scoring import metrics
+from ort_bench.scoring.metrics import (
     DIRECTIONS,
     KNOWN_THRESHOLDS,
     ROUGE_VARIANT,

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.models import (
+from ort_bench.scoring.models import (
     ResolvedModel,
     embedded_gguf_path,
     load_causal_lm,
@@ -18,7 +18,7 @@ from ort_bench.models import (
     merged_dir,
     resolve_model,
 )
-from ort_bench.prompting import format_prompt, join_continuation
+from ort_bench.scoring.prompting import format_prompt, join_continuation
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -76,7 +76,7 @@ def test_fingerprint_changes_with_chat_template_but_not_readme(llama_copy):
 
 
 def test_file_hashes_are_cached(llama_copy, monkeypatch):
-    import ort_bench.models as models
+    import ort_bench.scoring.models as models
 
     streamed = []
     real = models._stream_sha256
@@ -292,7 +292,7 @@ def _write_gguf(path, arch):
 
 
 def test_killed_gguf_conversion_leaves_no_cache(tmp_path, monkeypatch):
-    import ort_bench.models as models
+    import ort_bench.scoring.models as models
 
     path = _write_gguf(tmp_path / "m.gguf", "llama")
     cache = tmp_path / "cache"
@@ -389,7 +389,7 @@ def test_embedded_resolves_from_cache_and_is_stable(embedded_model):
 
 @pytest.mark.integration
 def test_embedded_knows_the_capital_of_france(embedded_model):
-    from ort_bench.backends import GenerationParams, get_backend
+    from ort_bench.scoring.backends import GenerationParams, get_backend
 
     backend = get_backend("hf")(embedded_model, batch_size=4)
     tok = backend.tokenizer

@@ -11,8 +11,8 @@ import pytest
 
 from ort_bench import cli
 from ort_bench.errors import OrtBenchError
-from ort_bench.ort_import import import_ort, target_from_folder
-from ort_bench.probes import probe_id, read_probes
+from ort_bench.kb.ort_import import import_ort, target_from_folder
+from ort_bench.kb.probes import probe_id, read_probes
 
 FIX = Path(__file__).parent / "fixtures" / "ort"
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.records import RecordWriter, check_seal, load_records, record_key, seal
+from ort_bench.scoring.records import RecordWriter, check_seal, load_records, record_key, seal
 
 
 def test_key_separates_model_backend_params_and_probe_content():

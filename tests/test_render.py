@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.facts import load_kb
-from ort_bench.probes import Probe, probe_id, probes_dataset, read_probes, write_probes
-from ort_bench.render import render_probes
-from ort_bench.templates import load_template, load_templates
+from ort_bench.kb.facts import load_kb
+from ort_bench.kb.probes import Probe, probe_id, probes_dataset, read_probes, write_probes
+from ort_bench.kb.render import render_probes
+from ort_bench.kb.templates import load_template, load_templates
 
 FIX = Path(__file__).parent / "fixtures"
 

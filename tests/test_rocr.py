@@ -12,10 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.methods import UnlearnData, get_method, make_config
-from ort_bench.methods.base import Example, decoder_layers, mlp_down_proj
-from ort_bench.methods.rocr import resolve_layers
-from ort_bench.methods.rocr_stats import key_covariances
+from ort_bench.unlearning.methods import UnlearnData, get_method, make_config
+from ort_bench.unlearning.methods.base import Example, decoder_layers, mlp_down_proj
+from ort_bench.unlearning.methods.rocr import resolve_layers
+from ort_bench.unlearning.methods.rocr_stats import key_covariances
 
 GENERAL = [f"The capital of {c} is {o}." for c, o in [("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"),
                                                          ("Egypt", "Cairo"), ("Kenya", "Nairobi")]]

@@ -9,10 +9,10 @@ import pytest
 
 from ort_bench.api import validate_templates
 from ort_bench.cli import main
-from ort_bench.facts import LANGS, load_kb
+from ort_bench.kb.facts import LANGS, load_kb
+from ort_bench.kb.render import render_probes
+from ort_bench.kb.templates import FORMS, load_templates
 from ort_bench.paths import templates_dir
-from ort_bench.render import render_probes
-from ort_bench.templates import FORMS, load_templates
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from ort_bench.benchmark import CURRENT
+from ort_bench.board.submit import required_forms, submit, verify_run
 from ort_bench.errors import OrtBenchError
-from ort_bench.evaluate import EvalConfig, probe_hash, select_probes
-from ort_bench.metrics import rouge_l_recall
-from ort_bench.records import RecordWriter, put_in_order, record_key, seal
-from ort_bench.results import results_from_records, write_results
+from ort_bench.kb.templates import FORMS
 from ort_bench.scorers import choice_scores, decide_choice, get_scorer
-from ort_bench.submit import required_forms, submit, verify_run
-from ort_bench.templates import FORMS
+from ort_bench.scoring.evaluate import EvalConfig, probe_hash, select_probes
+from ort_bench.scoring.metrics import rouge_l_recall
+from ort_bench.scoring.records import RecordWriter, put_in_order, record_key, seal
+from ort_bench.scoring.results import results_from_records, write_results
 
 TARGETS = ["france", "japan", "william_shakespeare"]  # v2 scores a form only with known items from 3 targets
 CONFIG = {"backend": "hf", "max_new_tokens": 32, "seed": 0, "dtype": "float32"}
@@ -348,9 +348,9 @@ def test_submission_metadata_is_validated(run: Path, tmp_path: Path, kw: dict, m
 def test_a_model_scored_against_itself_uses_one_set_of_answers(tiny_llama_dir, tmp_path: Path, monkeypatch):
     """The base model's entry: evaluate writes one record per probe (model and reference share keys);
     the check lets those records stand for both roles."""
-    from ort_bench.evaluate import EvalConfig, evaluate
-    from ort_bench.results import read_results
-    from ort_bench.submit import _check_records
+    from ort_bench.board.submit import _check_records
+    from ort_bench.scoring.evaluate import EvalConfig, evaluate
+    from ort_bench.scoring.results import read_results
 
     fix = Path(__file__).parent / "fixtures"
     monkeypatch.setenv("ORT_BENCH_DATA", str(fix / "kb"))
@@ -367,8 +367,8 @@ def test_a_model_scored_against_itself_uses_one_set_of_answers(tiny_llama_dir, t
 
 def forge(run: Path, edit, results_edit=None) -> None:
     """What a forger with this API does: edit the records, re-seal them, recompute results.json."""
-    from ort_bench.records import sha256_json
-    from ort_bench.results import read_results
+    from ort_bench.scoring.records import sha256_json
+    from ort_bench.scoring.results import read_results
 
     res = read_results(run / "results.json")
     recs = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.facts import load_kb
-from ort_bench.render import render_probes
-from ort_bench.templates import load_template
+from ort_bench.kb.facts import load_kb
+from ort_bench.kb.render import render_probes
+from ort_bench.kb.templates import load_template
 
 FIX = Path(__file__).parent / "fixtures"
 Q4 = "".join("{% for x" + str(i) + " in question %}" for i in range(4)) + "x" + "{% endfor %}" * 4

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from test_submit import make_run  # tests/ is on sys.path (no package)
 
+from ort_bench.board.leaderboard import build_leaderboard
+from ort_bench.board.submit import submit
 from ort_bench.cli import main
 from ort_bench.errors import OrtBenchError
-from ort_bench.evaluate import EvalConfig, evaluate, select_probes
-from ort_bench.leaderboard import build_leaderboard
-from ort_bench.records import RunLock, seal
-from ort_bench.submit import submit
+from ort_bench.scoring.evaluate import EvalConfig, evaluate, select_probes
+from ort_bench.scoring.records import RunLock, seal
 
 FIX = Path(__file__).parent / "fixtures"
 FAST = EvalConfig(max_new_tokens=4, chunk_size=8)

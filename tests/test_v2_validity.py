@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ort_bench import metrics
 from ort_bench.api import render
-from ort_bench.backends import Backend, LogLikelihood
 from ort_bench.benchmark import CURRENT, V1, V2, get_version
-from ort_bench.evaluate import EvalConfig, _score_chunk, select_probes
-from ort_bench.facts import load_kb, retain_half
-from ort_bench.metrics_v2 import compare_v2, items_of
-from ort_bench.prompting import format_prompt
+from ort_bench.kb.facts import load_kb, retain_half
 from ort_bench.scorers import NEUTRAL_PROMPT, SCORERS, choice_scores, get_scorer
+from ort_bench.scoring import metrics
+from ort_bench.scoring.backends import Backend, LogLikelihood
+from ort_bench.scoring.evaluate import EvalConfig, _score_chunk, select_probes
+from ort_bench.scoring.metrics_v2 import compare_v2, items_of
+from ort_bench.scoring.prompting import format_prompt
 
 TARGETS = ["william_shakespeare", "isaac_newton", "hamlet", "japan", "france", "paris", "london", "nasa"]
 TOKENIZER = SimpleNamespace(chat_template=None, bos_token=None)  # plain prompts: the fakes read them as text
@@ -275,8 +275,8 @@ def test_retain_halves_are_deterministic_and_both_used():
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_no_retain_eval_fact_reaches_a_method(tiny_llama_dir, tmp_path):
-    from ort_bench.evaluate import evaluate
-    from ort_bench.unlearn import build_data, checked_targets, unlearn
+    from ort_bench.scoring.evaluate import evaluate
+    from ort_bench.unlearning.unlearn import build_data, checked_targets, unlearn
 
     card = unlearn("ga", str(tiny_llama_dir), ["france"], tmp_path / "ga", max_steps=1, progress=False)
     seen = set(card["data"]["seen_fact_ids"])

@@ -1,0 +1,107 @@
+"""Audit a leaderboard entry by re-scoring: what `submit` cannot prove is that the stored outputs came
+from the named checkpoint. `audit` loads that checkpoint (its fingerprint must be the one the records
+carry), re-scores a seeded random sample of K items with the recorded parameters and compares: greedy
+outputs must be equal and likelihoods within `LOGPROB_TOLERANCE` (batching changes float sums a little).
+A passing audit is written beside the submission as `audit.json` (K, seed, date, what was compared),
+and the leaderboard marks the entry audited.
+
+    ort-bench audit leaderboards/v2/submissions/NAME --sample 20 --seed 0
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ort_bench.errors import OrtBenchError
+
+AUDIT_FILE = "audit.json"
+LOGPROB_TOLERANCE = 1e-3  # nats, per option: same model and backend, other batch composition
+
+
+def _sample_items(records: list[dict[str, Any]], k: int, seed: int) -> list[str]:
+    items = sorted({r.get("item_id") or r["probe_id"] for r in records})
+    return sorted(random.Random(seed).sample(items, min(k, len(items))))
+
+
+def _compare(old: dict[str, Any], new: dict[str, Any], where: str) -> str | None:
+    if old.get("rouge_l_recall") is not None and old.get("output") != new.get("output"):
+        return f"{where}: output differs (recorded {str(old.get('output'))[:60]!r}, re-scored {new['output'][:60]!r})"
+    for key in ("choice_logprobs", "choice_logprobs_neutral"):
+        a, b = old.get(key), new.get(key)
+        if a is None and b is None:
+            continue
+        if a is None or b is None or len(a) != len(b) or any(
+                abs(x - y) > LOGPROB_TOLERANCE for x, y in zip(a, b, strict=True)):
+            return f"{where}: {key} differ beyond {LOGPROB_TOLERANCE} (recorded {a}, re-scored {b})"
+    return None
+
+
+def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | None = None,
+          write: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Re-score `sample` items of a stored submission (or a run folder) and compare with its records.
+    `model` overrides where the checkpoint is (default: the spec recorded in results.json)."""
+    from ort_bench.board.submit import verify_run
+    from ort_bench.scoring.backends import get_backend
+    from ort_bench.scoring.evaluate import EvalConfig, _score_chunk
+    from ort_bench.scoring.models import load_tokenizer, resolve_model
+
+    if sample < 1:
+        raise OrtBenchError(f"--sample must be at least 1 (got {sample})")
+    folder = Path(submission)
+    run = verify_run(folder)
+    res = run.results
+    spec = model or res.model.spec
+    resolved = resolve_model(spec)
+    if resolved.fingerprint != res.model.fingerprint:
+        raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
+                            f"fingerprint {res.model.fingerprint[:12]}: not the checkpoint that was scored")
+    recs = [json.loads(line) for line in (folder / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+    model_recs = [r for r in recs if r["role"] == "model"]
+    chosen = set(_sample_items(model_recs, sample, seed))
+    old = [r for r in model_recs if (r.get("item_id") or r["probe_id"]) in chosen]
+    if run.probes is None:
+        raise OrtBenchError(f"{folder}: benchmark {res.benchmark_version} is closed: its probes are not rendered "
+                            "by this ort-bench, so its entries cannot be re-scored")
+    by_id = {p.id: p for p in run.probes}
+    probes = [by_id[r["probe_id"]] for r in old]
+    cfg = {k: res.config[k] for k in ("backend", "max_new_tokens", "seed", "dtype", "batch_size") if k in res.config}
+    config = EvalConfig(**cfg)
+    backend = get_backend(config.backend)(resolved, dtype=config.dtype, batch_size=config.batch_size,
+                                          seed=config.seed)
+    tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(resolved)
+    new = _score_chunk(backend, tokenizer, probes, config)
+    for r, n in zip(old, new, strict=True):
+        err = _compare(r, n, f"probe {r['probe_id']}")
+        if err:
+            raise OrtBenchError(f"audit failed: {err}")
+    from ort_bench.board.submit import file_sha256
+
+    report = {"sample": len(chosen), "probes": len(probes), "seed": seed,
+              "records_sha256": file_sha256(folder / "records.jsonl"),
+              "date": datetime.now(timezone.utc).date().isoformat(), "model_fingerprint": resolved.fingerprint,
+              "compared": "greedy outputs equal; choice log-likelihoods within "
+                          f"{LOGPROB_TOLERANCE} nats", "backend": config.backend}
+    if write:
+        (folder / AUDIT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def read_audit(folder: Path) -> dict[str, Any] | None:
+    """The audit of a stored submission, if one passed on these very records (a malformed file, or
+    one written for other records, counts as none)."""
+    from ort_bench.board.submit import file_sha256
+
+    path = folder / AUDIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("sample"), int) or not isinstance(data.get("date"), str):
+        return None
+    return data if data.get("records_sha256") == file_sha256(folder / "records.jsonl") else None

@@ -1,0 +1,149 @@
+"""What a submission's records must agree with, beyond their own hashes (used by `ort_bench.board.submit`).
+
+A record's seal only proves that nobody edited it without re-sealing it; a forger can re-seal. So a
+run of an open benchmark version is also checked against what this ort-bench can recompute itself:
+
+- **the probes**: the selection recorded in `results.json` (splits, forms, langs, targets, limit) is
+  rendered again from this repository's data and templates; every record must be about one of those
+  probes (same content hash) and repeat its fields (split, form, target, template, facts, answers,
+  scorer, item), and no probe may be missing or extra;
+- **the scores the stored output determines**: ROUGE-L recall from the stored answer text, and each
+  choice decision from the stored per-option log-likelihoods (with the probe's own options and gold);
+- **the parameters**: `params_hash` must be the hash of the scoring parameters in `config`;
+- **two models**: model and reference records that are the same answers under two fingerprints
+  (the reference's answers presented as the unlearned model's) are refused, unless the entry is the
+  reference scored against itself.
+
+What it cannot prove is that the stored outputs came from the named checkpoint: that takes re-running
+the model on a sample of the items.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ort_bench.board.submit import TOLERANCE  # the same tolerance as the aggregates' recomputation
+from ort_bench.errors import OrtBenchError
+
+# record field -> how to read the same thing off the probe
+PROBE_FIELDS = ("split", "target", "form", "lang", "template_id", "fact_ids", "scorer", "answers", "item_id",
+                "item_size", "variant")
+
+
+def _close(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=0.0, abs_tol=TOLERANCE)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_params(res: Any) -> None:
+    """`params_hash` must be what the recorded scoring parameters give."""
+    from ort_bench.scoring.evaluate import EvalConfig
+
+    cfg = res.config
+    try:
+        known = {f: cfg[f] for f in EvalConfig.SCORING_FIELDS}
+        expected = EvalConfig(**known).params_hash(res.benchmark_version)
+    except (KeyError, TypeError) as exc:
+        raise OrtBenchError(f"results.json: config lacks the scoring parameter {exc}") from None
+    if expected != res.params_hash:
+        raise OrtBenchError(f"results.json: params_hash {res.params_hash!r} is not the hash of its config "
+                            f"({', '.join(f'{k}={v!r}' for k, v in known.items())} give {expected!r})")
+
+
+def rebuild_probes(res: Any) -> list[Any]:
+    """The probes this ort-bench renders for the run's recorded selection, in run order."""
+    from ort_bench.scoring.evaluate import select_probes
+
+    sel = res.selection
+    if "probes_file" in res.hashes:
+        raise OrtBenchError("results.json: the run scored a probes file, not the benchmark's own probes: a "
+                            "leaderboard entry is scored on the probes ort-bench renders")
+    limit = sel.get("limit")
+    probes, hashes = select_probes(sel.get("splits") or ("forget", "neighbour", "utility"), sel.get("forms"),
+                                   sel.get("langs"), sel.get("targets"), limit)
+    for key in ("data_sha256", "templates_sha256"):
+        if res.hashes.get(key) != hashes[key]:
+            raise OrtBenchError(f"results.json: hashes.{key} is not this ort-bench's ({str(res.hashes.get(key))[:12]} "
+                                f"vs {hashes[key][:12]}): score the model with this version's data and templates")
+    return probes
+
+
+def check_against_probes(probes: list[Any], records: list[dict[str, Any]], role: str) -> None:
+    """Every record is about one rebuilt probe, repeats its fields, and every probe has a record."""
+    from ort_bench.scoring.evaluate import probe_hash
+
+    by_id = {p.id: p for p in probes}
+    seen: set[str] = set()
+    for i, rec in enumerate(records, start=1):
+        where = f"{role} record {i} (probe {rec.get('probe_id')!r})"
+        p = by_id.get(rec.get("probe_id"))
+        if p is None:
+            raise OrtBenchError(f"{where}: not a probe of the recorded selection (extra or invented probe)")
+        if rec.get("probe_sha256") != probe_hash(p):
+            raise OrtBenchError(f"{where}: probe_sha256 does not match the probe ort-bench renders (altered probe)")
+        for field in PROBE_FIELDS:
+            want = getattr(p, field)
+            want = list(want) if isinstance(want, tuple) else want
+            got = rec.get(field)
+            if field in ("item_id", "item_size", "variant") and p.item_id is None and got is None:
+                continue
+            if got != want:
+                raise OrtBenchError(f"{where}: {field} is {got!r} but the probe's is {want!r}")
+        err = rederive(rec, p)
+        if err:
+            raise OrtBenchError(f"{where}: {err}")
+        seen.add(p.id)
+    missing = [p.id for p in probes if p.id not in seen]
+    if missing:
+        raise OrtBenchError(f"{role} records: {len(missing)} probes of the recorded selection have no record "
+                            f"(first: {missing[0]!r}): deleted records?")
+
+
+def rederive(rec: dict[str, Any], probe: Any) -> str | None:
+    """The scores the stored output and likelihoods determine, recomputed; a message on a mismatch."""
+    from ort_bench.scorers import choice_scores, decide_choice, get_scorer
+    from ort_bench.scoring import metrics
+
+    scorer = get_scorer(probe.scorer)
+    if scorer.needs_generation:
+        output = rec.get("output")
+        if not isinstance(output, str):
+            return "no output text to re-score"
+        rouge = metrics.rouge_l_recall(output, probe.answers)
+        if not _close(rec.get("rouge_l_recall"), rouge):
+            return f"rouge_l_recall is {rec.get('rouge_l_recall')!r} but its output scores {rouge!r}"
+    if probe.choices is not None:
+        lps = rec.get("choice_logprobs")
+        if not isinstance(lps, list) or len(lps) != len(probe.choices):
+            return f"needs {len(probe.choices)} choice_logprobs to re-derive its decision"
+        neutral = rec.get("choice_logprobs_neutral") if scorer.decide == "calibrated_per_byte" else None
+        try:
+            scores = choice_scores(scorer, [float(x) for x in lps], probe.choices,
+                                   None if neutral is None else [float(x) for x in neutral])
+        except (TypeError, ValueError) as exc:
+            return f"cannot re-derive its choice ({exc})"
+        decision = decide_choice(scores, probe.gold_index)
+        if not _close(rec.get("choice_acc"), decision):
+            return f"choice_acc is {rec.get('choice_acc')!r} but its log-likelihoods decide {decision!r}"
+    primary = rec.get("choice_acc") if probe.choices is not None else rec.get(probe.scorer)
+    if not _close(rec.get("primary"), primary):
+        return f"primary is {rec.get('primary')!r} but its {probe.scorer} score is {primary!r}"
+    return None
+
+
+def check_two_models(res: Any, model: list[dict[str, Any]], reference: list[dict[str, Any]]) -> None:
+    """The reference's answers under the model's fingerprint: every output and likelihood identical."""
+    if res.model.fingerprint == res.reference.fingerprint:
+        return
+    ref = {r["probe_id"]: r for r in reference}
+
+    def same(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
+        return b is not None and all(a.get(k) == b.get(k) for k in ("output", "choice_logprobs", "prob"))
+
+    if model and all(same(r, ref.get(r["probe_id"])) for r in model):
+        raise OrtBenchError("records.jsonl: the model's records are the reference's answers under another "
+                            "fingerprint (every output and likelihood identical); a model scored against itself "
+                            "uses one fingerprint")

@@ -1,0 +1,1 @@
+"""Probes -> outputs -> scores: models, backends, per-probe records, metrics and the results file."""

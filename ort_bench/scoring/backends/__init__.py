@@ -1,0 +1,12 @@
+"""Inference engines behind one narrow interface; one file per engine, found through a registry."""
+
+from ort_bench.scoring.backends.base import (
+    BACKENDS,
+    Backend,
+    GenerationParams,
+    LogLikelihood,
+    get_backend,
+    register_backend,
+)
+
+__all__ = ["BACKENDS", "Backend", "GenerationParams", "LogLikelihood", "get_backend", "register_backend"]

@@ -1,0 +1,38 @@
+"""GradDiff: gradient difference (Liu et al. 2022; TOFU's "Grad. Diff.", Maini et al. 2024).
+
+    loss = -NLL_theta(forget answers) + alpha * L_retain
+
+with L_retain the NLL of the retain answers (or, `--graddiff-retain-loss kl`, the KL to the frozen
+model on them). Defaults: alpha 1 (open-unlearning's GradDiff: gamma 1, alpha 1), lr 1e-5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ort_bench.unlearning.methods.base import TrainConfig, hp, register_method
+from ort_bench.unlearning.methods.training import GradientMethod, frozen_copy, mean_nll
+
+
+@dataclass
+class GradDiffConfig(TrainConfig):
+    cli_prefix = "graddiff"
+    alpha: float = hp(1.0, "weight of the retain loss")
+    retain_loss: str = hp("nll", "retain term: NLL of the retain answers, or KL to the frozen model",
+                          choices=("nll", "kl"))
+
+
+@register_method
+class GradDiff(GradientMethod):
+    name = "graddiff"
+    summary = "gradient ascent on forget + descent on retain (alpha)"
+    config_class = GradDiffConfig
+
+    def setup(self, model, tokenizer, data):
+        if self.config.retain_loss == "kl":
+            self.ref_model = frozen_copy(model)
+
+    def loss(self, model, forget, retain):
+        nll_f = mean_nll(model, forget)
+        ret = self.retain_loss(model, retain, self.config.retain_loss)
+        return -nll_f + self.config.alpha * ret, {"forget": float(nll_f.detach()), "retain": float(ret.detach())}

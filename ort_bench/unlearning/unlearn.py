@@ -1,0 +1,263 @@
+"""`unlearn`: run one reference unlearning method on a model and write the unlearned checkpoint.
+
+    card = unlearn("npo", "embedded", ["france"], "runs/npo-france", train_form="qa", max_steps=20)
+
+- Forget data: the `train_form` probes (forget split) of the targets, each as (prompt, first gold
+  answer); QA by default, as the papers do.
+- Retain data: the targets' neighbour probes and the utility set, in the qa form, from the
+  **retain-train** half of those facts only (`facts.retain_half`): the retain-eval half is what
+  utility is scored on, so no method sees it.
+- ROCR also gets the targets' names (name first, then aliases and localised names) and a
+  general-text corpus for its key covariance (the retain-train utility probes of every form,
+  interleaved, and the fine-tuning environments).
+- The card lists every fact id the method saw (`data.seen_fact_ids`).
+- Output: an HF directory (safetensors, tokenizer with its chat template) plus `unlearn_card.json`
+  (method, every hyperparameter, data hashes, base model fingerprint, step statistics, wall time,
+  library versions). The directory is written beside `out` and renamed into place, so a failed run
+  leaves no half-written checkpoint; an existing `out` is replaced only if it is empty or an
+  earlier ort-bench output.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ort_bench.errors import OrtBenchError
+from ort_bench.kb.probes import spread
+
+CARD_NAME = "unlearn_card.json"
+CARD_SCHEMA_VERSION = 1
+# Files that mark a folder as ort-bench output (safe to replace).
+_OUTPUT_CARDS = ("unlearn_card.json", "attack_card.json")
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("ort-bench", "torch", "transformers", "peft", "safetensors", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def check_out_dir(out: Path) -> None:
+    """`out` may be missing, empty, or an earlier ort-bench checkpoint; anything else is refused."""
+    if out.exists():
+        if not out.is_dir():
+            raise OrtBenchError(f"{out}: exists and is not a directory")
+        if any(out.iterdir()) and not any((out / c).is_file() for c in _OUTPUT_CARDS):
+            raise OrtBenchError(f"{out}: directory is not empty and is not an ort-bench checkpoint; "
+                                "choose another --out")
+
+
+def save_with_card(model, tokenizer, d: Path, card_name: str, card: dict[str, Any]) -> None:
+    """Model + tokenizer + card (JSON) into the existing folder `d`."""
+    from ort_bench.unlearning.methods.training import save_model
+
+    save_model(model, tokenizer, d)
+    (d / card_name).write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A sibling temporary folder to write into; moved to `out` when the block ends without error,
+    removed otherwise, so a failed run leaves no half-written output. `out` is checked (missing,
+    empty or an earlier ort-bench output) before and again just before the move."""
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        check_out_dir(out)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_checkpoint(model, tokenizer, out: Path, card_name: str, card: dict[str, Any]) -> None:
+    """Save model + tokenizer + card into a sibling temp folder, then move it to `out`."""
+    with staged_output(out) as tmp:
+        save_with_card(model, tokenizer, tmp, card_name, card)
+
+
+def load_model_for_training(spec: str, dtype: str, device: str, trust_remote_code: bool, allow_pickle: bool):
+    """(ResolvedModel, tokenizer, model): a LoRA is merged into its base first (methods edit the
+    full weights)."""
+    from ort_bench.scoring.models import load_causal_lm, load_tokenizer, resolve_model
+
+    resolved = resolve_model(str(spec), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    tokenizer = load_tokenizer(resolved)
+    lm = load_causal_lm(resolved, dtype=dtype, device=device)
+    if hasattr(lm, "merge_and_unload"):
+        lm = lm.merge_and_unload()
+    return resolved, tokenizer, lm
+
+
+def _names(kb, entity: str, aliases: tuple[str, ...] = ()) -> list[str]:
+    out = [entity, *aliases, *kb.names.get(entity, {}).values()]
+    return list(dict.fromkeys(n for n in out if n))
+
+
+def build_data(kb, templates, targets: list[str], train_form: str, method: str):
+    """The method's data and a description of it (counts, hashes) for the card."""
+    from ort_bench.api import render
+    from ort_bench.scoring.records import sha256_json
+    from ort_bench.unlearning.methods.base import Example, UnlearnData
+    from ort_bench.unlearning.methods.training import examples_hash
+
+    def examples(probes) -> list[Example]:
+        return [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in probes]
+
+    forget_probes, _ = render(split="forget", forms=[train_form], targets=targets, kb=kb, templates=templates,
+                              retain="train")
+    if not forget_probes:
+        raise OrtBenchError(f"no {train_form} probes for targets {', '.join(targets)}: nothing to unlearn "
+                            "(is the form rendered for their facts?)")
+    known_forms = {t.spec.form for t in templates}
+    retain_probes = []
+    if "qa" in known_forms:
+        retain_probes += render(split="neighbour", forms=["qa"], targets=targets, kb=kb, templates=templates,
+                                retain="train")[0]
+        retain_probes += render(split="utility", forms=["qa"], kb=kb, templates=templates, retain="train")[0]
+    forget, retain = examples(forget_probes), examples(retain_probes)
+    seen_probes = list(forget_probes) + list(retain_probes)
+    data = UnlearnData(forget=forget, retain=retain)
+    desc: dict[str, Any] = {
+        "kb_sha256": kb.content_hash,
+        "forget": {"split": "forget", "form": train_form, "n": len(forget), "sha256": examples_hash(forget),
+                   "probe_ids_sha256": sha256_json([p.id for p in forget_probes])},
+        "retain": {"splits": ["neighbour", "utility"], "form": "qa", "n": len(retain),
+                   "sha256": examples_hash(retain), "probe_ids_sha256": sha256_json([p.id for p in retain_probes])},
+    }
+    if method == "rocr":
+        from ort_bench.unlearning.envs import ENVS, load_env
+
+        for t in targets:
+            target = kb.targets[t]
+            names = _names(kb, target.name, target.aliases)
+            for f in kb.facts.get("forget", []):
+                if f.target == t:
+                    names += _names(kb, f.subject, f.subject_aliases)
+            data.subjects[t] = list(dict.fromkeys(names))
+        utility_all, _ = render(split="utility", kb=kb, templates=templates, retain="train")
+        seen_probes += utility_all
+        general: list[Any] = examples(spread(utility_all, lambda p: p.form))
+        env_items = [[Example(it.prompt, it.answer) for it in load_env(e)] for e in ENVS]
+        for i in range(max(len(x) for x in env_items)):
+            general.extend(x[i] for x in env_items if i < len(x))
+        data.general_texts = general
+        desc["rocr"] = {"subjects": data.subjects,
+                        "general_texts": {"n": len(general), "utility_probes": len(utility_all), "envs": list(ENVS)}}
+    desc["seen_fact_ids"] = sorted({f for p in seen_probes for f in p.fact_ids})
+    desc["retain_half"] = "train"
+    return data, desc
+
+
+def checked_targets(targets: list[str] | None, verb: str, kb=None, templates=None) -> tuple[list[str], Any, Any]:
+    """The targets (deduplicated, each known to the KB), the KB and the templates (the shipped ones
+    unless given)."""
+    targets = list(dict.fromkeys(targets or []))
+    if not targets:
+        raise OrtBenchError(f"give at least one target to {verb} (see data/targets.yaml)")
+    if kb is None:
+        from ort_bench.kb.facts import load_kb
+
+        kb = load_kb()
+    unknown = [t for t in targets if t not in kb.targets]
+    if unknown:
+        raise OrtBenchError(f"unknown target {unknown[0]!r} (see data/targets.yaml)")
+    if templates is None:
+        from ort_bench.kb.templates import load_templates
+
+        templates = load_templates()
+    return targets, kb, templates
+
+
+def unlearn(
+    method: str,
+    model: str,
+    targets: list[str],
+    out: str | Path,
+    train_form: str = "qa",
+    config: dict[str, Any] | Any | None = None,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    *,
+    dtype: str = "float32",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    kb=None,
+    templates=None,
+) -> dict[str, Any]:
+    """Unlearn `targets` from `model` with `method`; write the checkpoint and card to `out`.
+
+    `config`: the method's hyperparameters (a dict, its config object, or None for the published
+    defaults); `max_steps` and `seed`, when given, override the config's (for ILU: its base
+    method's; ROCR has neither). `kb`/`templates` default to the shipped knowledge base and templates.
+    Returns the card (also written as `out/unlearn_card.json`)."""
+    from ort_bench.scoring.models import resolve_device
+    from ort_bench.unlearning.methods import get_method, make_config
+
+    t0 = time.perf_counter()
+    method_cls = get_method(method)  # unknown method: one-line error before any work
+    cfg = make_config(method, config, max_steps=max_steps, seed=seed)
+    targets, kb, templates = checked_targets(targets, "unlearn", kb, templates)
+    from ort_bench.kb.templates import templates_hash
+
+    out = Path(out)
+    check_out_dir(out)
+    data, data_desc = build_data(kb, templates, targets, train_form, method)
+    data_desc["templates_sha256"] = templates_hash(templates)
+    if hasattr(cfg, "ilu_envs"):
+        from ort_bench.unlearning.envs import env_hash, load_env
+
+        data_desc["ilu_envs"] = {e: {"n": len(load_env(e)), "sha256": env_hash(load_env(e))} for e in cfg.ilu_envs}
+
+    device = resolve_device(device)
+    t_load = time.perf_counter()
+    resolved, tokenizer, lm = load_model_for_training(model, dtype, device, trust_remote_code, allow_pickle)
+    load_seconds = time.perf_counter() - t_load
+    data.model_fingerprint = resolved.fingerprint
+
+    t_run = time.perf_counter()
+    stats = method_cls(cfg).apply(lm, tokenizer, data, progress=progress)
+    run_seconds = time.perf_counter() - t_run
+
+    card = {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "kind": "unlearn",
+        "method": method,
+        "summary": method_cls.summary,
+        "hyperparameters": cfg.to_dict(),
+        "targets": targets,
+        "train_form": train_form,
+        "base_model": {"spec": str(model), "kind": resolved.kind, "fingerprint": resolved.fingerprint},
+        "data": data_desc,
+        "stats": stats,
+        "dtype": dtype,
+        "device": device,
+        "load_seconds": round(load_seconds, 2),
+        "method_seconds": round(run_seconds, 2),
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    card["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    write_checkpoint(lm, tokenizer, out, CARD_NAME, card)
+    return card
