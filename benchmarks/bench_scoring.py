@@ -16,6 +16,7 @@ import time
 
 from ort_bench.scoring.backends import GenerationParams, get_backend
 from ort_bench.scoring.evaluate import select_probes
+from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import load_tokenizer, resolve_model
 from ort_bench.scoring.prompting import format_prompt, join_continuation
 
@@ -44,9 +45,9 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {len(probes)} probes, "
           f"{args.max_new_tokens} new tokens, greedy, fp32")
 
-    hf = get_backend("hf")(model, batch_size=args.batch_size, device="cpu")
+    hf = get_backend("hf")(model, LoadOptions(device="cpu"), batch_size=args.batch_size)
     t_batched, out_b, ll_b = run(hf, tokenizer, probes, args.max_new_tokens)
-    one = get_backend("hf")(model, batch_size=1, device="cpu")
+    one = get_backend("hf")(model, LoadOptions(device="cpu"), batch_size=1)
     t_one, out_1, ll_1 = run(one, tokenizer, probes, args.max_new_tokens)
     same = sum(a == b for a, b in zip(out_b, out_1, strict=True))
     max_dll = max(abs(a - b) for a, b in zip(ll_b, ll_1, strict=True))
@@ -54,7 +55,7 @@ def main() -> None:
     print(f"hf batched (batch {args.batch_size}):          {t_batched:7.1f} s   speed-up x{t_one / t_batched:.1f}")
     print(f"  answers identical: {same}/{len(probes)}; max |delta loglik|: {max_dll:.2e}")
     if args.vllm:
-        vl = get_backend("vllm")(model, dtype="float32")
+        vl = get_backend("vllm")(model, LoadOptions(dtype="float32"))
         run(vl, tokenizer, probes[:4], args.max_new_tokens)  # warm-up
         t_v, out_v, _ = run(vl, tokenizer, probes, args.max_new_tokens)
         same_v = sum(a == b for a, b in zip(out_b, out_v, strict=True))

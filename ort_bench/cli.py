@@ -11,6 +11,7 @@ from ort_bench.benchmark import VERSIONS
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.facts import LANGS, SPLITS
 from ort_bench.kb.templates import FORMS, load_templates
+from ort_bench.scoring.load_options import LoadOptions, add_load_options
 
 
 def _csv(value: str) -> list[str]:
@@ -104,9 +105,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ort_bench.scoring.results import markdown_table
 
     config = EvalConfig(
-        backend=args.backend, max_new_tokens=args.max_new_tokens, seed=args.seed, dtype=args.dtype,
-        device=args.device, batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
-        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, chunk_size=args.chunk_size,
+        **vars(LoadOptions.from_args(args)), backend=args.backend, max_new_tokens=args.max_new_tokens,
+        seed=args.seed, batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
+        chunk_size=args.chunk_size,
     )
     results = api.evaluate(
         args.model, args.out, reference=args.reference, forms=args.forms, langs=args.langs, targets=args.targets,
@@ -121,7 +122,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from ort_bench.board.audit import audit
 
-    report = audit(args.submission, sample=args.sample, seed=args.seed, model=args.model, write=not args.dry_run)
+    report = audit(args.submission, sample=args.sample, seed=args.seed, model=args.model, write=not args.dry_run,
+                   load=LoadOptions.from_args(args))
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
@@ -153,8 +155,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from ort_bench.unlearning.unlearn import unlearn
 
     card = unlearn(args.method, args.model, args.targets, args.out, train_form=args.train_form,
-                   config=config_from_args(args), dtype=args.dtype, device=args.device,
-                   trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+                   config=config_from_args(args), load=LoadOptions.from_args(args))
     print(json.dumps({k: card[k] for k in ("method", "wall_seconds") if k in card} | {"out": str(args.out)}))
     return 0
 
@@ -170,8 +171,7 @@ def _steps_list(value: str) -> tuple[int, ...]:
 def cmd_attack(args: argparse.Namespace) -> int:
     from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
 
-    common = {"lr": args.lr, "seed": args.seed, "dtype": args.dtype, "device": args.device,
-              "save_at": args.save_at}
+    common = {"lr": args.lr, "seed": args.seed, "load": LoadOptions.from_args(args), "save_at": args.save_at}
     if args.attack_command == "finetune":
         card = finetune_attack(args.model, args.env, args.steps, args.out, batch_size=args.batch_size, **common)
     else:
@@ -240,13 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--train-form", default=None, help="the form the model was unlearned on (adds E_train - WFE)")
     e.add_argument("--max-new-tokens", type=_positive, default=32)
     e.add_argument("--batch-size", type=_positive, default=16)
-    e.add_argument("--dtype", default="float32", help="float32 (CPU default), bfloat16, float16, auto")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda")
     e.add_argument("--tensor-parallel-size", type=_positive, default=1, help="vllm: GPUs per model")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--chunk-size", type=_positive, default=128, help="probes scored between two durable writes")
-    e.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
-    e.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (.bin/.pt); refused by default")
+    add_load_options(e)
     e.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
                    help="copy this earlier run's records of the same models instead of rescoring them "
                    "(matched by model fingerprint and parameters; repeatable)")
@@ -266,10 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--targets", type=_csv, required=True, help="comma list of target ids")
     u.add_argument("--train-form", default="qa", help="form whose probes are the forget data (default qa)")
     u.add_argument("--out", required=True, help="output HF directory")
-    u.add_argument("--dtype", default="float32")
-    u.add_argument("--device", default="auto")
-    u.add_argument("--trust-remote-code", action="store_true")
-    u.add_argument("--allow-pickle", action="store_true")
+    add_load_options(u)
     add_method_arguments(u)
     u.set_defaults(func=cmd_unlearn)
 
@@ -287,8 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         ap_.add_argument("--lr", type=float, default=2e-5)
         ap_.add_argument("--batch-size", type=_positive, default=bs)
         ap_.add_argument("--seed", type=int, default=0)
-        ap_.add_argument("--dtype", default="float32")
-        ap_.add_argument("--device", default="auto")
+        add_load_options(ap_)
         ap_.add_argument("--save-at", type=_steps_list, default=(), metavar="N,M",
                          help="also keep the model after these steps of the same run (each below --steps; the "
                          "learning-rate schedule is the full run's) in OUT/step-N/, each with its own card")
@@ -320,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--seed", type=int, default=0, help="which items (default 0)")
     au.add_argument("--model", default=None, help="where the checkpoint is, if not at the spec results.json records")
     au.add_argument("--dry-run", action="store_true", help="compare, but write no audit.json")
+    add_load_options(au)
     au.set_defaults(func=cmd_audit)
 
     sb = sub.add_parser("submit", help="verify an evaluate run and add it to the leaderboard",

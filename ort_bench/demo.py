@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.benchmark import CURRENT
+from ort_bench.scoring.checkpoint import UNLEARN_CARD, has_card
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
 from ort_bench.scoring.results import _fmt
 
@@ -45,7 +46,7 @@ def run_demo(out: str | Path = "runs/demo", targets: tuple[str, ...] | list[str]
     models = {}
     for method, config in (("rocr", make_config("rocr")), (gradient_method, make_config(gradient_method, lr=lr))):
         ckpt = out / f"{method}-model"
-        if not (ckpt / "unlearn_card.json").exists():
+        if not has_card(ckpt, UNLEARN_CARD):
             print(f"== unlearning {', '.join(targets)} with {method}", flush=True)
             unlearn(method, "embedded", list(targets), ckpt, config=config,
                     max_steps=steps if method != "rocr" else None, progress=progress)

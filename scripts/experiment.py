@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.cli import _limit
+from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
 from ort_bench.scoring.results import _fmt
 from ort_bench.unlearning.attacks import finetune_attack
@@ -54,13 +55,13 @@ def run(args: argparse.Namespace) -> None:
     evaluate("embedded", base, **common)
     for method in args.methods:
         model = out / f"{method}-model"
-        if not (model / "unlearn_card.json").exists():
+        if not has_card(model, UNLEARN_CARD):
             print(f"== unlearning with {method}", flush=True)
             unlearn(method, "embedded", targets, model, config=method_config(method, args))
         print(f"== scoring {method}", flush=True)
         evaluate(str(model), out / f"{method}-eval", reference="embedded", train_form="qa", reuse=[base], **common)
         attacked = out / f"{method}-math-model"
-        if not (attacked / "attack_card.json").exists():
+        if not has_card(attacked, ATTACK_CARD):
             print(f"== math fine-tuning attack on {method}", flush=True)
             finetune_attack(str(model), "math", args.attack_steps, attacked)
         print(f"== scoring {method} after the attack", flush=True)
@@ -124,7 +125,7 @@ def detail_tables(out: Path, methods: list[str]) -> str:
               f"{_fmt(first['comparison']['fluency_reference'], 2)}) | method time |", "|---|---|---|---|---|"]
     for m in methods:
         r = load(f"{m}-eval")
-        card = out / f"{m}-model" / "unlearn_card.json"
+        card = out / f"{m}-model" / UNLEARN_CARD
         secs = json.loads(card.read_text())["method_seconds"] if card.exists() else None
         if r:
             c = r["comparison"]

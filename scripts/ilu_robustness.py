@@ -63,6 +63,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
+
 CONFIGS = ("npo", "ilu-npo", "rmu", "ilu-rmu")
 ATTACKS = ("finetune-math", "finetune-sentiment", "relearn")
 TARGETS = "william_shakespeare,japan,france,isaac_newton"
@@ -194,8 +196,8 @@ def run(args: argparse.Namespace) -> None:
             root = out / f"seed-{seed}" / config
             model = root / "model"
             tag = f"seed {seed} {config}"
-            if (model / "unlearn_card.json").exists():
-                _check_card(model / "unlearn_card.json", "hyperparameters", cfg.to_dict())
+            if has_card(model, UNLEARN_CARD):
+                _check_card(model / UNLEARN_CARD, "hyperparameters", cfg.to_dict())
                 log(f"{tag}: already unlearned ({model})")
             else:
                 log(f"{tag}: unlearning with {method} ({args.steps} steps) -> {model}")
@@ -205,8 +207,8 @@ def run(args: argparse.Namespace) -> None:
                 adir = root / attack / "model"
                 atag = f"{tag} {attack}"
                 batch_size = 4 if attack == "relearn" else 8  # the CLI's defaults
-                if (adir / "attack_card.json").exists():
-                    card = adir / "attack_card.json"
+                if has_card(adir, ATTACK_CARD):
+                    card = adir / ATTACK_CARD
                     _check_card(card, "hyperparameters", {"steps": args.attack_steps, "lr": args.attack_lr,
                                                           "seed": seed, "batch_size": batch_size}, subset=True)
                     _check_card(card, "intermediate_checkpoints", {f"step-{n}": n for n in save_at} or None)
@@ -291,7 +293,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 entry: dict[str, Any] = {"steps": steps, "efficacy": curves, "worst_form_efficacy": worst_curve,
                                          "robust_efficacy": robust, "robust_worst_form": worst,
                                          "robust_worst_form_efficacy": robust[worst] if worst else None}
-                card = root / attack / "model" / "attack_card.json"
+                card = root / attack / "model" / ATTACK_CARD
                 if attack == "relearn" and card.exists():  # are the relearned examples among the scored ones?
                     ids = json.loads(card.read_text())["data"].get("probe_ids", [])
                     entry["relearn_probe_ids"] = ids

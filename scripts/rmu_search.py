@@ -346,6 +346,7 @@ def main() -> None:
     except RuntimeError:
         pass
     from ort_bench.scoring.backends.hf import HFBackend
+    from ort_bench.scoring.load_options import LoadOptions
     from ort_bench.scoring.models import resolve_model
 
     t_start = time.perf_counter()
@@ -355,7 +356,7 @@ def main() -> None:
     log(f"data: {info}")
     resolved = resolve_model(args.model)
     # one model: the backend's (the same loader `unlearn` uses), trained in place, restored after each setting
-    backend = HFBackend(resolved, dtype="float32", device="cpu", batch_size=args.gen_batch_size, progress=False)
+    backend = HFBackend(resolved, LoadOptions(device="cpu"), batch_size=args.gen_batch_size, progress=False)
     if hasattr(backend.model, "merge_and_unload"):  # a LoRA: methods edit the merged weights, as in `unlearn`
         backend.model = backend.model.merge_and_unload()
     tokenizer = backend.tokenizer

@@ -8,6 +8,7 @@ import torch
 from ort_bench.errors import OrtBenchError
 from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend
 from ort_bench.scoring.backends.hf import HFBackend, cut_at_stop
+from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import resolve_model
 from ort_bench.scoring.prompting import format_prompt, join_continuation
 
@@ -24,12 +25,12 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def llama_backend(tiny_llama_dir):
-    return get_backend("hf")(resolve_model(str(tiny_llama_dir)), batch_size=3, device="cpu")
+    return get_backend("hf")(resolve_model(str(tiny_llama_dir)), LoadOptions(device="cpu"), batch_size=3)
 
 
 @pytest.fixture(scope="module")
 def gpt2_backend(tiny_gpt2_dir):
-    return get_backend("hf")(resolve_model(str(tiny_gpt2_dir)), batch_size=4, device="cpu")
+    return get_backend("hf")(resolve_model(str(tiny_gpt2_dir)), LoadOptions(device="cpu"), batch_size=4)
 
 
 def _prompts(backend: HFBackend) -> list[str]:

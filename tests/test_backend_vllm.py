@@ -33,6 +33,7 @@ if importlib.util.find_spec("vllm") is None:
 
 from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend  # noqa: E402
 from ort_bench.scoring.backends.hf import cut_at_stop  # noqa: E402
+from ort_bench.scoring.load_options import LoadOptions  # noqa: E402
 
 LL_TOL = 0.01  # nats per sequence
 TINY_CONFIG = {"hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128}
@@ -64,7 +65,7 @@ def tiny_vllm(tiny_model):
 
 @pytest.fixture(scope="module")
 def tiny_hf(tiny_model):
-    return get_backend("hf")(tiny_model, dtype="float32", device="cpu", progress=False)
+    return get_backend("hf")(tiny_model, LoadOptions(device="cpu"), progress=False)
 
 
 TINY_PROMPTS = [CHAT.format("What is the capital of France?"), "The capital of Japan is",
@@ -153,7 +154,7 @@ CHAT_QUESTIONS = [
 def embedded_pair(embedded_model):
     from ort_bench.scoring.models import load_tokenizer
 
-    hf = get_backend("hf")(embedded_model, dtype="float32", device="cpu", progress=False)
+    hf = get_backend("hf")(embedded_model, LoadOptions(device="cpu"), progress=False)
     vllm_backend = get_backend("vllm")(embedded_model)
     yield load_tokenizer(embedded_model), vllm_backend, hf
     _close(vllm_backend)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from ort_bench import provenance
 from ort_bench.errors import OrtBenchError
 from ort_bench.scoring.models import (
     ResolvedModel,
@@ -76,11 +77,10 @@ def test_fingerprint_changes_with_chat_template_but_not_readme(llama_copy):
 
 
 def test_file_hashes_are_cached(llama_copy, monkeypatch):
-    import ort_bench.scoring.models as models
 
     streamed = []
-    real = models._stream_sha256
-    monkeypatch.setattr(models, "_stream_sha256", lambda p: streamed.append(p.name) or real(p))
+    real = provenance.file_sha256
+    monkeypatch.setattr(provenance, "file_sha256", lambda p: streamed.append(p.name) or real(p))
     first = resolve_model(str(llama_copy)).fingerprint
     assert "model.safetensors" in streamed
     streamed.clear()

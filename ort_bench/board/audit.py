@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.load_options import LoadOptions
 
 AUDIT_FILE = "audit.json"
 LOGPROB_TOLERANCE = 1e-3  # nats, per option: same model and backend, other batch composition
@@ -41,11 +42,12 @@ def _compare(old: dict[str, Any], new: dict[str, Any], where: str) -> str | None
 
 
 def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | None = None,
-          write: bool = True, progress: bool = False) -> dict[str, Any]:
+          write: bool = True, progress: bool = False, load: LoadOptions | None = None) -> dict[str, Any]:
     """Re-score `sample` items of a stored submission (or a run folder) and compare with its records.
-    `model` overrides where the checkpoint is (default: the spec recorded in results.json)."""
+    `model` overrides where the checkpoint is (default: the spec recorded in results.json). `load`:
+    how to load it; the dtype is the one the submission was scored with (another one is refused)."""
     from ort_bench.board.submit import verify_run
-    from ort_bench.scoring.backends import get_backend
+    from ort_bench.scoring.backends import make_backend
     from ort_bench.scoring.evaluate import EvalConfig, _score_chunk
     from ort_bench.scoring.models import load_tokenizer, resolve_model
 
@@ -55,7 +57,8 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     run = verify_run(folder)
     res = run.results
     spec = model or res.model.spec
-    resolved = resolve_model(spec)
+    load = load or LoadOptions()
+    resolved = resolve_model(spec, trust_remote_code=load.trust_remote_code, allow_pickle=load.allow_pickle)
     if resolved.fingerprint != res.model.fingerprint:
         raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
                             f"fingerprint {res.model.fingerprint[:12]}: not the checkpoint that was scored")
@@ -69,16 +72,18 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     by_id = {p.id: p for p in run.probes}
     probes = [by_id[r["probe_id"]] for r in old]
     cfg = {k: res.config[k] for k in ("backend", "max_new_tokens", "seed", "dtype", "batch_size") if k in res.config}
-    config = EvalConfig(**cfg)
-    backend = get_backend(config.backend)(resolved, dtype=config.dtype, batch_size=config.batch_size,
-                                          seed=config.seed)
+    if "dtype" in load.given() and load.dtype != cfg.get("dtype", load.dtype):
+        raise OrtBenchError(f"--dtype {load.dtype}: the submission was scored in {cfg['dtype']}; an audit re-scores "
+                            "with the same dtype")
+    config = EvalConfig(**cfg, **{k: v for k, v in load.given().items() if k != "dtype"})
+    backend = make_backend(config.backend, resolved, config, seed=config.seed, **config.engine_settings())
     tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(resolved)
     new = _score_chunk(backend, tokenizer, probes, config)
     for r, n in zip(old, new, strict=True):
         err = _compare(r, n, f"probe {r['probe_id']}")
         if err:
             raise OrtBenchError(f"audit failed: {err}")
-    from ort_bench.board.submit import file_sha256
+    from ort_bench.provenance import file_sha256
 
     report = {"sample": len(chosen), "probes": len(probes), "seed": seed,
               "records_sha256": file_sha256(folder / "records.jsonl"),
@@ -93,7 +98,7 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
 def read_audit(folder: Path) -> dict[str, Any] | None:
     """The audit of a stored submission, if one passed on these very records (a malformed file, or
     one written for other records, counts as none)."""
-    from ort_bench.board.submit import file_sha256
+    from ort_bench.provenance import file_sha256
 
     path = folder / AUDIT_FILE
     if not path.is_file():

@@ -19,7 +19,6 @@ every stored submission before it builds the tables.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -35,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.records import check_seal, record_key, sha256_json
+from ort_bench.provenance import file_sha256, sha256_json
+from ort_bench.scoring.records import check_seal, record_key
 from ort_bench.scoring.results import Results, read_results
 
 SUBMISSION_SCHEMA_VERSION = 1
@@ -107,14 +107,6 @@ def make_meta(name: str, method: str | None = None, model_name: str | None = Non
         return SubmissionMeta(name=name, method=method, model_name=model_name, link=link, date=date)
     except ValidationError as exc:
         raise OrtBenchError(_pydantic_line("submission", exc)) from None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

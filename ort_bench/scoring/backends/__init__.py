@@ -5,8 +5,11 @@ from ort_bench.scoring.backends.base import (
     Backend,
     GenerationParams,
     LogLikelihood,
+    checked_backend,
     get_backend,
+    make_backend,
     register_backend,
 )
 
-__all__ = ["BACKENDS", "Backend", "GenerationParams", "LogLikelihood", "get_backend", "register_backend"]
+__all__ = ["BACKENDS", "Backend", "GenerationParams", "LogLikelihood", "checked_backend", "get_backend", "make_backend",
+           "register_backend"]

@@ -8,12 +8,14 @@ callers hand over everything and the backend chooses its batches.
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.load_options import LoadOptions, check_supported, flag
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,11 @@ class LogLikelihood:
 
 
 class Backend(ABC):
-    """One inference engine. `name` is its registry key; `settings()` goes into every result."""
+    """One inference engine. `name` is its registry key; `settings()` goes into every result.
+    `load_options`: the `LoadOptions` fields it honours; `make_backend` refuses any other one given."""
 
     name: str = ""
+    load_options: tuple[str, ...] = ()
 
     @abstractmethod
     def generate(self, prompts: list[str], params: GenerationParams) -> list[str]:
@@ -86,3 +90,21 @@ def get_backend(name: str) -> type[Backend]:
         known = sorted(set(BACKENDS) | set(_BACKEND_MODULES))
         raise OrtBenchError(f"unknown backend {name!r} (choose from {', '.join(known)})")
     return BACKENDS[name]
+
+
+def checked_backend(name: str, options: LoadOptions, **settings: Any) -> type[Backend]:
+    """The class of backend `name`, once it is known to honour every load option given (not at its
+    default) and to take every engine setting (`batch_size`, `tensor_parallel_size`, ...): one it
+    lacks is refused in one line, before any model loads, instead of being dropped."""
+    cls = get_backend(name)
+    check_supported(options, cls.load_options, f"backend {name}")
+    accepted = inspect.signature(cls.__init__).parameters
+    for key, value in settings.items():
+        if key not in accepted or key in ("self", "model", "options"):
+            raise OrtBenchError(f"backend {name} does not support {flag(key)} (got {value!r})")
+    return cls
+
+
+def make_backend(name: str, model: Any, options: LoadOptions, **settings: Any) -> Backend:
+    """Start backend `name` on a resolved model (`checked_backend` first)."""
+    return checked_backend(name, options, **settings)(model, options, **settings)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.scoring.backends.base import Backend, GenerationParams, LogLikelihood, register_backend
+from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve_device
 
 
@@ -34,15 +35,18 @@ def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
 
 @register_backend("hf")
 class HFBackend(Backend):
-    def __init__(self, model: ResolvedModel, dtype: str = "float32", device: str = "auto", batch_size: int = 16,
-                 seed: int = 0, token_budget: int | None = None, progress: bool | None = None, **_ignored: Any):
+    load_options = ("dtype", "device", "trust_remote_code", "allow_pickle")
+
+    def __init__(self, model: ResolvedModel, options: LoadOptions | None = None, batch_size: int = 16,
+                 seed: int = 0, token_budget: int | None = None, progress: bool | None = None):
         import torch
 
         if batch_size < 1:
             raise OrtBenchError(f"batch size must be at least 1 (got {batch_size})")
         self.model_info = model
-        self.dtype = dtype
-        self.device = resolve_device(device)
+        options = options or LoadOptions()
+        self.dtype = options.dtype
+        self.device = resolve_device(options.device)
         self.batch_size = batch_size
         # likelihood batches are capped in padded tokens too: a CPU gains nothing from long padded
         # batches (measured: 4 short contexts per pass run twice as fast as 32); a GPU does
@@ -51,7 +55,7 @@ class HFBackend(Backend):
         self.progress = sys.stderr.isatty() if progress is None else progress
         torch.manual_seed(seed)
         self.tokenizer = load_tokenizer(model)
-        self.model = load_causal_lm(model, dtype=dtype, device=self.device)
+        self.model = load_causal_lm(model, dtype=self.dtype, device=self.device)
         cfg = self.model.config
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         import inspect

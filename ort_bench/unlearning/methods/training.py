@@ -247,13 +247,6 @@ def train_loop(
     return stats
 
 
-def save_model(model, tokenizer, out) -> None:
-    """Save an HF directory: safetensors weights and the tokenizer with its chat template."""
-    base = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model  # a peft model
-    base.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-
-
 ExtraLoss = Callable[[Any, list, int], tuple[Any, dict[str, float]]]
 
 
