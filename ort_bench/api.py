@@ -1,48 +1,36 @@
-"""The Python API the CLI is a thin shell over; tests and notebooks call these directly."""
+"""The Python API: every command of the `ort-bench` CLI as a function, in pipeline order.
+
+The CLI, the demo and the scripts call these; tests and notebooks can too. Each name is the
+function that does the work (this module only gathers them), so its docstring is the reference:
+
+    facts -> probes      load_templates, validate_templates, render, import_ort
+    probes -> scores     evaluate (EvalConfig, LoadOptions), markdown_table, fmt
+    checkpoints          unlearn (METHODS, make_config), finetune_attack, relearn_attack
+    scores -> tables     submit, verify_run, audit, build_leaderboard, build_all
+
+    from ort_bench import api
+    card = api.unlearn("npo", "embedded", ["france"], "runs/npo", max_steps=20)
+    results = api.evaluate("runs/npo", "runs/npo-eval", reference="embedded", limit=100)
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ort_bench.kb.facts import SPLITS, KnowledgeBase, load_kb
-from ort_bench.kb.probes import Probe, write_probes
-from ort_bench.kb.render import RenderSummary, render_probes
-from ort_bench.kb.templates import Template, load_templates
+from ort_bench.board.audit import audit
+from ort_bench.board.leaderboard import build_all, build_leaderboard
+from ort_bench.board.submit import submit, verify_run
+from ort_bench.kb.ort_import import import_ort
+from ort_bench.kb.render import render, validate_templates
+from ort_bench.kb.templates import load_templates
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
+from ort_bench.scoring.load_options import LoadOptions
+from ort_bench.scoring.results import _fmt as fmt
+from ort_bench.scoring.results import markdown_table
+from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
+from ort_bench.unlearning.methods import METHODS, make_config
+from ort_bench.unlearning.unlearn import unlearn
 
-__all__ = ["EvalConfig", "evaluate", "render", "validate_templates"]
-
-
-def validate_templates(
-    templates_root: str | Path | None = None, data_root: str | Path | None = None
-) -> tuple[list[Template], dict[str, int]]:
-    """Load every template (variables checked against the schema), then render it over the whole
-    knowledge base, so a template that fails on some fact fails here. Returns probes per template."""
-    templates = load_templates(templates_root)
-    kb = load_kb(data_root)
-    counts = {t.id: 0 for t in templates}
-    for split in SPLITS:
-        probes, _ = render_probes(kb, templates, split)
-        for p in probes:
-            counts[p.template_id] += 1
-    return templates, counts
-
-
-def render(
-    split: str = "forget",
-    forms: list[str] | None = None,
-    langs: list[str] | None = None,
-    targets: list[str] | None = None,
-    out: str | Path | None = None,
-    kb: KnowledgeBase | None = None,
-    templates: list[Template] | None = None,
-    retain: str | None = None,
-) -> tuple[list[Probe], RenderSummary]:
-    """Render probes of one split; write them as JSONL when `out` is given. `retain` ("train" or
-    "eval") keeps one half of the neighbour and utility facts (`facts.retain_half`)."""
-    kb = kb or load_kb()
-    templates = templates if templates is not None else load_templates()
-    probes, summary = render_probes(kb, templates, split, forms, langs, targets, retain=retain)
-    if out is not None:
-        write_probes(out, probes)
-    return probes, summary
+__all__ = [
+    "METHODS", "EvalConfig", "LoadOptions", "audit", "build_all", "build_leaderboard", "evaluate", "finetune_attack",
+    "fmt", "import_ort", "load_templates", "make_config", "markdown_table", "relearn_attack", "render", "submit",
+    "unlearn", "validate_templates", "verify_run",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -10,7 +11,7 @@ from ort_bench import api
 from ort_bench.benchmark import VERSIONS
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.facts import LANGS, SPLITS
-from ort_bench.kb.templates import FORMS, load_templates
+from ort_bench.kb.templates import FORMS
 from ort_bench.scoring.load_options import LoadOptions, add_load_options
 
 
@@ -47,7 +48,7 @@ def _limit(value: str) -> int | dict[str, int]:
 
 
 def cmd_templates_list(args: argparse.Namespace) -> int:
-    templates = load_templates()
+    templates = api.load_templates()
     rows = [t.spec.meta.model_dump(mode="json") for t in templates]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -72,7 +73,7 @@ def cmd_templates_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_show(args: argparse.Namespace) -> int:
-    by_id = {t.id: t for t in load_templates()}
+    by_id = {t.id: t for t in api.load_templates()}
     if args.id not in by_id:
         raise OrtBenchError(f"unknown template id {args.id!r} (see `ort-bench templates list`)")
     t = by_id[args.id]
@@ -93,19 +94,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_import_ort(args: argparse.Namespace) -> int:
-    from ort_bench.kb.ort_import import import_ort
-
-    summary = import_ort(args.dir, args.out)
+    summary = api.import_ort(args.dir, args.out)
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ort_bench.scoring.evaluate import EvalConfig
-    from ort_bench.scoring.results import markdown_table
-
-    config = EvalConfig(
-        **vars(LoadOptions.from_args(args)), backend=args.backend, max_new_tokens=args.max_new_tokens,
+    config = api.EvalConfig(
+        **dataclasses.asdict(LoadOptions.from_args(args)), backend=args.backend, max_new_tokens=args.max_new_tokens,
         seed=args.seed, batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
         chunk_size=args.chunk_size,
     )
@@ -114,47 +110,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         splits=args.splits, limit=args.limit, probes_file=args.probes, train_form=args.train_form, config=config,
         reuse=args.reuse,
     )
-    print(markdown_table(results))
+    print(api.markdown_table(results))
     print(f"\nrecords: {args.out}/records.jsonl  results: {args.out}/results.json")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from ort_bench.board.audit import audit
-
-    report = audit(args.submission, sample=args.sample, seed=args.seed, model=args.model, write=not args.dry_run,
+    report = api.audit(args.submission, sample=args.sample, seed=args.seed, model=args.model, write=not args.dry_run,
                    load=LoadOptions.from_args(args))
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from ort_bench.board.submit import submit
-
-    summary = submit(args.run_dir, args.name, method=args.method, link=args.link, date=args.date,
+    summary = api.submit(args.run_dir, args.name, method=args.method, link=args.link, date=args.date,
                      dry_run=args.dry_run, model_name=args.model_name)
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     return 0
 
 
 def cmd_leaderboard_build(args: argparse.Namespace) -> int:
-    from ort_bench.board.leaderboard import build_all, build_leaderboard
-
     if args.version == "all":
         if args.out is not None:
             raise OrtBenchError("--out needs one --version (each version has its own folder)")
-        print(json.dumps(build_all(keep_going=args.keep_going), ensure_ascii=False, indent=2))
+        print(json.dumps(api.build_all(keep_going=args.keep_going), ensure_ascii=False, indent=2))
     else:
-        print(json.dumps(build_leaderboard(out=args.out, version=args.version, keep_going=args.keep_going),
+        print(json.dumps(api.build_leaderboard(out=args.out, version=args.version, keep_going=args.keep_going),
                          ensure_ascii=False, indent=2))
     return 0
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from ort_bench.unlearning.methods import config_from_args
-    from ort_bench.unlearning.unlearn import unlearn
 
-    card = unlearn(args.method, args.model, args.targets, args.out, train_form=args.train_form,
+    card = api.unlearn(args.method, args.model, args.targets, args.out, train_form=args.train_form,
                    config=config_from_args(args), load=LoadOptions.from_args(args))
     print(json.dumps({k: card[k] for k in ("method", "wall_seconds") if k in card} | {"out": str(args.out)}))
     return 0
@@ -169,13 +158,11 @@ def _steps_list(value: str) -> tuple[int, ...]:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
-
     common = {"lr": args.lr, "seed": args.seed, "load": LoadOptions.from_args(args), "save_at": args.save_at}
     if args.attack_command == "finetune":
-        card = finetune_attack(args.model, args.env, args.steps, args.out, batch_size=args.batch_size, **common)
+        card = api.finetune_attack(args.model, args.env, args.steps, args.out, batch_size=args.batch_size, **common)
     else:
-        card = relearn_attack(args.model, args.targets, args.samples, args.out, steps=args.steps,
+        card = api.relearn_attack(args.model, args.targets, args.samples, args.out, steps=args.steps,
                               batch_size=args.batch_size, form=args.form, **common)
     summary = {"attack": args.attack_command, "out": str(args.out), "wall_seconds": card.get("wall_seconds")}
     if card.get("intermediate_checkpoints"):

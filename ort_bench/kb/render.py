@@ -6,12 +6,13 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.kb.facts import LANGS, RETAIN_HALVES, SPLITS, Fact, KnowledgeBase, fill, retain_half
-from ort_bench.kb.probes import Probe, probe_id
-from ort_bench.kb.templates import Template
+from ort_bench.kb.facts import LANGS, RETAIN_HALVES, SPLITS, Fact, KnowledgeBase, fill, load_kb, retain_half
+from ort_bench.kb.probes import Probe, probe_id, write_probes
+from ort_bench.kb.templates import Template, load_templates
 from ort_bench.scorers import SCORERS
 
 LETTERS = ("A", "B", "C", "D")
@@ -271,4 +272,39 @@ def render_probes(
                 if p.target:
                     summary.targets.add(p.target)
     probes.sort(key=lambda p: (p.target or "", p.form, p.template_id, p.fact_ids))
+    return probes, summary
+
+
+def validate_templates(
+    templates_root: str | Path | None = None, data_root: str | Path | None = None
+) -> tuple[list[Template], dict[str, int]]:
+    """Load every template (variables checked against the schema), then render it over the whole
+    knowledge base, so a template that fails on some fact fails here. Returns probes per template."""
+    templates = load_templates(templates_root)
+    kb = load_kb(data_root)
+    counts = {t.id: 0 for t in templates}
+    for split in SPLITS:
+        probes, _ = render_probes(kb, templates, split)
+        for p in probes:
+            counts[p.template_id] += 1
+    return templates, counts
+
+
+def render(
+    split: str = "forget",
+    forms: list[str] | None = None,
+    langs: list[str] | None = None,
+    targets: list[str] | None = None,
+    out: str | Path | None = None,
+    kb: KnowledgeBase | None = None,
+    templates: list[Template] | None = None,
+    retain: str | None = None,
+) -> tuple[list[Probe], RenderSummary]:
+    """Render probes of one split; write them as JSONL when `out` is given. `retain` ("train" or
+    "eval") keeps one half of the neighbour and utility facts (`facts.retain_half`)."""
+    kb = kb or load_kb()
+    templates = templates if templates is not None else load_templates()
+    probes, summary = render_probes(kb, templates, split, forms, langs, targets, retain=retain)
+    if out is not None:
+        write_probes(out, probes)
     return probes, summary
