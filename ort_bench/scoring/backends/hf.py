@@ -8,6 +8,7 @@ tokens are exactly the tokens of the answer string whatever the context ends wit
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -55,7 +56,7 @@ class HFBackend(Backend):
         self.progress = sys.stderr.isatty() if progress is None else progress
         torch.manual_seed(seed)
         self.tokenizer = load_tokenizer(model)
-        self.model = load_causal_lm(model, dtype=self.dtype, device=self.device)
+        self.model = load_causal_lm(model, dataclasses.replace(options, device=self.device))
         cfg = self.model.config
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         import inspect
