@@ -22,9 +22,11 @@ from ort_bench.unlearning.methods import ga, graddiff, ilu, npo, rmu, rocr, simn
 from ort_bench.unlearning.methods.base import (
     METHODS,
     TRAIN_FIELDS,
+    DataSource,
     Example,
     Method,
     MethodConfig,
+    OwnData,
     TrainConfig,
     UnlearnData,
     get_method,
@@ -32,16 +34,18 @@ from ort_bench.unlearning.methods.base import (
 )
 
 __all__ = [
-    "METHODS", "Example", "Method", "MethodConfig", "TrainConfig", "UnlearnData", "add_method_arguments",
-    "config_from_args", "get_method", "make_config", "register_method",
+    "METHODS", "DataSource", "Example", "Method", "MethodConfig", "OwnData", "TrainConfig", "UnlearnData",
+    "add_method_arguments", "config_from_args", "get_method", "make_config", "register_method",
 ]
+
 
 GRADIENT_METHODS = tuple(n for n, c in METHODS.items() if issubclass(c.config_class, TrainConfig))
 
 
 def make_config(method: str, config: dict[str, Any] | MethodConfig | None = None, **overrides: Any) -> MethodConfig:
     """The config of `method` from nothing (published defaults), a dict or a config object, with
-    `overrides` (None values ignored) applied to it — for ILU, training fields go to its base."""
+    `overrides` (None values ignored) applied by the config's own `apply_overrides` (ILU sends
+    training fields to its base; ROCR, training-free, ignores a step count and a seed)."""
     cls = get_method(method).config_class
     if config is None:
         cfg = cls()
@@ -54,20 +58,7 @@ def make_config(method: str, config: dict[str, Any] | MethodConfig | None = None
     else:
         raise OrtBenchError(f"config must be a dict or a MethodConfig, not {type(config).__name__}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not overrides:
-        return cfg
-    target = cfg.base if isinstance(cfg, ilu.ILUConfig) else cfg
-    names = {f.name for f in dataclasses.fields(target)}
-    unknown = [k for k in overrides if k not in names]
-    if unknown and isinstance(cfg, rocr.ROCRConfig) and set(unknown) <= {"max_steps", "seed"}:
-        return cfg  # training-free: no steps, nothing random
-    if unknown:
-        raise OrtBenchError(f"unknown hyperparameter {unknown[0]!r} for method {method}")
-    data = {**target.to_dict(), **overrides}
-    new = type(target).from_dict(data, method)
-    if isinstance(cfg, ilu.ILUConfig):
-        return dataclasses.replace(cfg, base=new)
-    return new
+    return cfg.apply_overrides(overrides, method) if overrides else cfg
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -176,12 +167,9 @@ def _config_from_namespace(args: argparse.Namespace, method: str) -> MethodConfi
 
 def config_from_args(args: argparse.Namespace) -> MethodConfig:
     """The config of `args.method` from parsed arguments (options left at None take the method's
-    default); for ILU, its base method's options build the base config."""
+    default); configs holding another method's (ILU's base) read it in `nested_from_args`."""
     method = args.method
-    get_method(method)
-    if method != "ilu":
-        return _config_from_namespace(args, method)
-    base_method = getattr(args, "base_method", None) or ilu.ILUConfig().base_method
-    base = _config_from_namespace(args, base_method)
-    cfg = _config_from_namespace(args, "ilu")
-    return dataclasses.replace(cfg, base_method=base_method, base=base)
+    cls = get_method(method).config_class
+    nested = cls.nested_from_args(args, lambda m: _config_from_namespace(args, m))
+    cfg = _config_from_namespace(args, method)
+    return dataclasses.replace(cfg, **nested) if nested else cfg
