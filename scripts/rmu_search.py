@@ -119,24 +119,11 @@ def build_eval_sets(targets: list[str], n_generate: int, n_forget: int, n_cloze:
 
 def answer_nlls(model, tokenizer, exs, max_length: int, batch_size: int) -> list[float]:
     """Per-example mean per-token NLL of the answer (teacher forcing), in the order of `exs`."""
-    import torch
-
-    from ort_bench.unlearning.methods.training import collate, encode_examples, pad_id, sequence_nll
+    from ort_bench.unlearning.methods.training import answer_nlls as item_nlls
+    from ort_bench.unlearning.methods.training import encode_examples
 
     items = encode_examples(tokenizer, exs, max_length)
-    order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))  # less padding
-    out = [0.0] * len(items)
-    device = next(model.parameters()).device
-    pad = pad_id(tokenizer)
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            batch = collate([items[i] for i in idx], pad, device)
-            nll, n = sequence_nll(model, batch)
-            for i, v in zip(idx, (nll / n.clamp(min=1)).tolist(), strict=True):
-                out[i] = float(v)
-    return out
+    return item_nlls(model, tokenizer, items, batch_size, per_token=True, by_length=True)
 
 
 def generate(backend, tokenizer, probes, max_new_tokens: int) -> list[str]:
