@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from ort_bench.unlearning.methods.base import Method
 
 
-def build_data(kb, templates, targets: list[str], train_form: str, method: Method | None = None):
-    """The data every method shares, plus what `method`'s own `own_data` builds, and a description
-    of it (counts, hashes) for the card."""
+def build_data(kb, templates, targets: list[str], train_form: str, method: Method | str | None = None):
+    """The data every method shares, plus what `method`'s own `own_data` builds (a name: the
+    method at its defaults), and a description of it (counts, hashes) for the card."""
     from ort_bench.api import render
     from ort_bench.provenance import sha256_json
     from ort_bench.unlearning.methods.base import DataSource, UnlearnData, probe_examples
@@ -68,6 +68,10 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: Metho
         "retain": {"splits": ["neighbour", "utility"], "form": "qa", "n": len(retain),
                    "sha256": examples_hash(retain), "probe_ids_sha256": sha256_json([p.id for p in retain_probes])},
     }
+    if isinstance(method, str):
+        from ort_bench.unlearning.methods import get_method
+
+        method = get_method(method)()
     if method is not None:
         own = method.own_data(DataSource(kb, templates, targets, render))
         data.method_data = own.data

@@ -5,20 +5,22 @@
     rmu       representation misdirection          ilu       NPO/RMU + invariance penalty
     rocr      training-free rank-one concept redirection
 
-`METHODS` maps names to classes; `make_config` builds a method's config from a dict; the CLI gets
-every hyperparameter from `add_method_arguments(parser)` and reads it back with
-`config_from_args(args)`.
+`METHODS` maps names to classes, in name order; every module of this package is imported on
+import, so a method registers itself with `@register_method` in its own file and is listed nowhere
+else. `make_config` builds a method's config from a dict; the CLI gets every hyperparameter from
+`add_method_arguments(parser)` and reads it back with `config_from_args(args)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import pkgutil
 import typing
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.unlearning.methods import ga, graddiff, ilu, npo, rmu, rocr, simnpo  # noqa: F401  (registers the methods)
 from ort_bench.unlearning.methods.base import (
     METHODS,
     TRAIN_FIELDS,
@@ -35,18 +37,40 @@ from ort_bench.unlearning.methods.base import (
 
 __all__ = [
     "METHODS", "DataSource", "Example", "Method", "MethodConfig", "OwnData", "TrainConfig", "UnlearnData",
-    "add_method_arguments", "config_from_args", "get_method", "make_config", "register_method",
+    "add_method_arguments", "config_from_args", "get_method", "in_table_order", "make_config", "register_method",
 ]
 
 
+def _register_all() -> None:
+    """Import every module of this package (each method's `@register_method` runs; helper modules
+    register nothing), then put `METHODS` in name order, whatever order the imports ran in."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    ordered = sorted(METHODS.items())
+    METHODS.clear()
+    METHODS.update(ordered)
+
+
+_register_all()
+
+
+def in_table_order(names: list[str] | None = None) -> list[str]:
+    """`names` (default: every method) in the order result tables list them (`Method.order`)."""
+    names = list(METHODS) if names is None else names
+    return sorted(names, key=lambda n: (get_method(n).order, n))
+
+
+# `unlearn`'s max_steps and seed: nothing to act on in a training-free method (`Method.trains` False)
+UNTRAINED_IGNORES = ("max_steps", "seed")
 GRADIENT_METHODS = tuple(n for n, c in METHODS.items() if issubclass(c.config_class, TrainConfig))
 
 
 def make_config(method: str, config: dict[str, Any] | MethodConfig | None = None, **overrides: Any) -> MethodConfig:
     """The config of `method` from nothing (published defaults), a dict or a config object, with
     `overrides` (None values ignored) applied by the config's own `apply_overrides` (ILU sends
-    training fields to its base; ROCR, training-free, ignores a step count and a seed)."""
-    cls = get_method(method).config_class
+    training fields to its base). A method that does not train ignores a step count and a seed."""
+    method_cls = get_method(method)
+    cls = method_cls.config_class
     if config is None:
         cfg = cls()
     elif isinstance(config, MethodConfig):
@@ -57,7 +81,8 @@ def make_config(method: str, config: dict[str, Any] | MethodConfig | None = None
         cfg = cls.from_dict(config, method)
     else:
         raise OrtBenchError(f"config must be a dict or a MethodConfig, not {type(config).__name__}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {k: v for k, v in overrides.items() if v is not None
+                 and (method_cls.trains or k not in UNTRAINED_IGNORES)}
     return cfg.apply_overrides(overrides, method) if overrides else cfg
 
 

@@ -219,7 +219,7 @@ class Method(ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
-    trains: ClassVar[bool] = True  # False: training-free (no steps, no seed, no learning rate)
+    trains: ClassVar[bool] = True  # False: training-free (`make_config` ignores max_steps and seed)
     order: ClassVar[int] = 100  # where the method comes in experiment tables (lower first; ties by name)
 
     def __init__(self, config: MethodConfig | None = None):

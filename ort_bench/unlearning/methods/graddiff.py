@@ -24,9 +24,13 @@ class GradDiffConfig(TrainConfig):
 
 @register_method
 class GradDiff(GradientMethod):
+    """GA's forget term plus `plus_retain`: the retain term is what keeps GradDiff from GA's
+    collapse."""
+
     name = "graddiff"
     summary = "gradient ascent on forget + descent on retain (alpha)"
     config_class = GradDiffConfig
+    order = 20
 
     def loss(self, model, forget, retain):
         nll_f = mean_nll(model, forget)

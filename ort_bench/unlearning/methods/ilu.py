@@ -143,6 +143,7 @@ class ILU(Method):
     name = "ilu"
     summary = "NPO or RMU plus an IRM-style invariance penalty over fine-tuning environments (lambda)"
     config_class = ILUConfig
+    order = 60
 
     def env_examples(self) -> dict[str, list]:
         return {env: env_examples(env) for env in self.config.ilu_envs}

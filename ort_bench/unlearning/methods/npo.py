@@ -48,9 +48,14 @@ def reference_nlls(model, tokenizer, items: list[dict], batch_size: int = 8) -> 
 
 @register_method
 class NPO(GradientMethod):
+    """The forget term is measured against the model before unlearning: `setup` stores each forget
+    example's reference NLL once, so no second model runs during training (unless the KL retain term
+    needs the frozen copy)."""
+
     name = "npo"
     summary = "negative preference optimisation against the frozen model (beta) + retain term"
     config_class = NPOConfig
+    order = 30
 
     def setup(self, model, tokenizer, data):
         reference_nlls(model, tokenizer, self.forget_items)

@@ -108,12 +108,6 @@ class ROCRConfig(MethodConfig):
         if not self.unrelated_subject.strip():
             raise OrtBenchError("rocr: unrelated_subject must not be empty")
 
-    def apply_overrides(self, overrides: dict[str, Any], method: str) -> MethodConfig:
-        """Training-free: `unlearn`'s step count and seed have nothing to act on and are ignored."""
-        rest = {k: v for k, v in overrides.items() if k not in ("max_steps", "seed")}
-        return super().apply_overrides(rest, method) if rest else self
-
-
 @dataclass
 class ROCRData:
     """ROCR's own data: each target's names (target id -> its own name first, then aliases and
@@ -318,6 +312,7 @@ class ROCR(Method):
     summary = "training-free: each target's subject made to read as an unrelated entity (ORT's null-space edit)"
     config_class = ROCRConfig
     trains = False
+    order = 70
 
     def own_data(self, source: DataSource) -> OwnData:
         return build_rocr_data(source)

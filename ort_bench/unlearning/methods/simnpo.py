@@ -54,9 +54,13 @@ def simnpo_loss(nll, n_tokens, beta: float, gamma: float):
 
 @register_method
 class SimNPO(GradientMethod):
+    """NPO without the reference model: the forget NLL is divided by the answer's length, so
+    `setup` has nothing to compute beyond the KL retain term's frozen copy."""
+
     name = "simnpo"
     summary = "reference-free, length-normalised NPO (beta, margin gamma) + retain term"
     config_class = SimNPOConfig
+    order = 40
 
     def loss(self, model, forget, retain):
         nll, n = sequence_nll(model, forget)
