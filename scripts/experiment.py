@@ -6,9 +6,10 @@ against the original, then fine-tuned on the math environment and scored again (
     python scripts/experiment.py --out runs/exp --table    # only print the table from the results
 
 Budget, the same for every gradient method: `--steps` AdamW steps of 4 forget + 4 retain examples
-at `--lr`; RMU keeps its published lr and has its steering coefficient scaled to the model's
-activations (`--rmu-c`); ROCR is training-free. Every command-line choice lands in the cards and
-results files, so the numbers can be traced back.
+at `--lr`; a method's own settings are `--hp METHOD.NAME=VALUE` (repeatable; a method's `lr` there
+beats `--lr`). By default RMU keeps its published lr and has its steering coefficient scaled to the
+model's activations (`--hp rmu.steering_coeff=100`); ROCR is training-free (no steps, no lr). Every
+command-line choice lands in the cards and results files, so the numbers can be traced back.
 """
 
 from __future__ import annotations
@@ -24,24 +25,34 @@ from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
 from ort_bench.scoring.results import _fmt
 from ort_bench.unlearning.attacks import finetune_attack
-from ort_bench.unlearning.methods import METHODS, make_config
+from ort_bench.unlearning.methods import METHODS, in_table_order, make_config
 from ort_bench.unlearning.unlearn import unlearn
 
 # ten default targets of four kinds of which the embedded model knows 5 or more qa facts (data/README.md)
 TARGETS = ("william_shakespeare", "isaac_newton", "hamlet", "pride_and_prejudice", "japan", "france", "paris",
            "london", "microsoft", "nasa")
-ORDER = ("ga", "graddiff", "npo", "simnpo", "rmu", "ilu", "rocr")
+# the experiment's own settings of some methods (--hp adds to them; a later value wins): RMU keeps its
+# published lr whatever --lr says, and its steering coefficient is scaled to the 135M model's activations
+DEFAULT_HP = ("rmu.lr=5e-5", "rmu.steering_coeff=100")
+
+
+def parse_hp(items: list[str]) -> dict[str, dict[str, str]]:
+    """METHOD.NAME=VALUE settings as {method: {name: value}} (values are checked by the config)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and name) or method not in METHODS:
+            raise SystemExit(f"--hp {item!r}: expected METHOD.NAME=VALUE with METHOD one of {', '.join(METHODS)}")
+        out.setdefault(method, {})[name] = value
+    return out
 
 
 def method_config(method: str, args: argparse.Namespace) -> Any:
-    if method == "rocr":
-        return make_config("rocr")
-    if method == "rmu":
-        return make_config("rmu", max_steps=args.steps, steering_coeff=args.rmu_c, alpha=args.rmu_alpha,
-                           layer=args.rmu_layer, lr=args.rmu_lr)
-    if method == "ilu":  # the penalty over NPO, trained like NPO
-        return make_config("ilu", {"base_method": "npo"}, max_steps=args.steps, lr=args.lr)
-    return make_config(method, max_steps=args.steps, lr=args.lr)
+    """The shared budget (`--steps`, `--lr`) for a method that trains, its `--hp` settings on top."""
+    own = parse_hp(args.hp).get(method, {})
+    budget = {"max_steps": args.steps, "lr": args.lr} if METHODS[method].trains else {}
+    return make_config(method, own or None, **{k: v for k, v in budget.items() if k not in own})
 
 
 def run(args: argparse.Namespace) -> None:
@@ -145,13 +156,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/exp")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS))
-    ap.add_argument("--methods", nargs="+", default=list(ORDER), choices=sorted(METHODS))
+    ap.add_argument("--methods", nargs="+", default=in_table_order(), choices=sorted(METHODS))
     ap.add_argument("--steps", type=int, default=30, help="optimiser steps of every gradient method")
-    ap.add_argument("--lr", type=float, default=5e-5, help="learning rate of GA, GradDiff, NPO, SimNPO, ILU")
-    ap.add_argument("--rmu-c", type=float, default=100.0, help="RMU steering coefficient")
-    ap.add_argument("--rmu-alpha", type=float, default=None, help="RMU retain weight (default: RMU's)")
-    ap.add_argument("--rmu-layer", type=int, default=None, help="RMU layer (default: RMU's)")
-    ap.add_argument("--rmu-lr", type=float, default=None, help="RMU learning rate (default: RMU's)")
+    ap.add_argument("--lr", type=float, default=5e-5,
+                    help="learning rate of every gradient method (ILU: of its base) without an lr in --hp")
+    ap.add_argument("--hp", action="append", default=list(DEFAULT_HP), metavar="METHOD.NAME=VALUE",
+                    help="a method's hyperparameter (repeatable; e.g. rmu.alpha=12, rmu.layer=5); "
+                         f"defaults: {' '.join(DEFAULT_HP)}")
     ap.add_argument("--attack-steps", type=int, default=10, help="math fine-tuning steps (batch 8, lr 2e-5)")
     ap.add_argument("--limit", type=_limit, default="forget=300,neighbour=80,utility=80",
                     help="probes per split, spread over forms and targets (N or split=N,...)")

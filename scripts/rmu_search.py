@@ -82,17 +82,12 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- data
 
 
-def examples(probes) -> list:
-    from ort_bench.unlearning.methods.base import Example
-
-    return [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in probes]
-
-
 def build_eval_sets(targets: list[str], n_generate: int, n_forget: int, n_cloze: int, n_retain: int):
     """The forget training data (exactly `unlearn`'s), and the probes the measures use: each set a
     sample spread round-robin over (split,) target and template (`probes.spread`; 0 = all)."""
     from ort_bench.api import render
     from ort_bench.kb.probes import spread
+    from ort_bench.unlearning.methods.base import probe_examples
     from ort_bench.unlearning.unlearn import build_data, checked_targets
 
     def sample(probes, n: int) -> list:
@@ -100,17 +95,17 @@ def build_eval_sets(targets: list[str], n_generate: int, n_forget: int, n_cloze:
         return spread_out[:n] if n > 0 else spread_out
 
     targets, kb, templates = checked_targets(targets, "unlearn")
-    data, desc = build_data(kb, templates, targets, "qa", "rmu")
+    data, desc = build_data(kb, templates, targets, "qa")  # RMU needs nothing of its own
     forget_qa, _ = render(split="forget", forms=["qa"], targets=targets, kb=kb, templates=templates, retain="train")
     cloze, _ = render(split="forget", forms=["cloze"], targets=targets, kb=kb, templates=templates, retain="train")
     neighbour, _ = render(split="neighbour", forms=["qa"], targets=targets, kb=kb, templates=templates, retain="eval")
     utility, _ = render(split="utility", forms=["qa"], kb=kb, templates=templates, retain="eval")
-    if examples(forget_qa) != data.forget:
+    if probe_examples(forget_qa) != data.forget:
         raise SystemExit("the qa forget probes are not the unlearning data (build_data changed?)")
     gen_probes = sample(forget_qa, n_generate)
     probes = {"forget": sample(forget_qa, n_forget), "cloze": sample(cloze, n_cloze),
               "retain": sample(list(neighbour) + list(utility), n_retain)}
-    sets = {k: examples(v) for k, v in probes.items()}
+    sets = {k: probe_examples(v) for k, v in probes.items()}
     info = {f"n_{k}": f"{len(v)} of {n}" for (k, v), n in
             zip(sets.items(), (len(forget_qa), len(cloze), len(neighbour) + len(utility)), strict=True)}
     info["n_retain_neighbour"] = sum(p.split == "neighbour" for p in probes["retain"])
@@ -124,24 +119,11 @@ def build_eval_sets(targets: list[str], n_generate: int, n_forget: int, n_cloze:
 
 def answer_nlls(model, tokenizer, exs, max_length: int, batch_size: int) -> list[float]:
     """Per-example mean per-token NLL of the answer (teacher forcing), in the order of `exs`."""
-    import torch
-
-    from ort_bench.unlearning.methods.training import collate, encode_examples, pad_id, sequence_nll
+    from ort_bench.unlearning.methods.training import answer_nlls as item_nlls
+    from ort_bench.unlearning.methods.training import encode_examples
 
     items = encode_examples(tokenizer, exs, max_length)
-    order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))  # less padding
-    out = [0.0] * len(items)
-    device = next(model.parameters()).device
-    pad = pad_id(tokenizer)
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            batch = collate([items[i] for i in idx], pad, device)
-            nll, n = sequence_nll(model, batch)
-            for i, v in zip(idx, (nll / n.clamp(min=1)).tolist(), strict=True):
-                out[i] = float(v)
-    return out
+    return item_nlls(model, tokenizer, items, batch_size, per_token=True, by_length=True)
 
 
 def generate(backend, tokenizer, probes, max_new_tokens: int) -> list[str]:

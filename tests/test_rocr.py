@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ort_bench.errors import OrtBenchError
 from ort_bench.unlearning.methods import UnlearnData, get_method, make_config
 from ort_bench.unlearning.methods.base import Example, decoder_layers, mlp_down_proj
-from ort_bench.unlearning.methods.rocr import resolve_layers
+from ort_bench.unlearning.methods.rocr import ROCRData, resolve_layers
 from ort_bench.unlearning.methods.rocr_stats import key_covariances
 
 GENERAL = [f"The capital of {c} is {o}." for c, o in [("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"),
@@ -110,7 +110,7 @@ def test_edit_equals_the_ort_reference_update_and_spares_protected_keys(make_tin
     covs, _ = key_covariances(original, tok, GENERAL, layers, 20000, tmp_path)
     vals = covs[1][0]  # ascending; a threshold between two eigenvalues: half the dimensions in the null space
     threshold = float(vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
-    data = UnlearnData(forget=[], subjects={"france": ["France"], "japan": ["Japan"]}, general_texts=GENERAL)
+    data = UnlearnData(forget=[], method_data=ROCRData({"france": ["France"], "japan": ["Japan"]}, GENERAL))
     cfg = make_config("rocr", {"layers": "1,2", "unrelated_subject": "Kenya", "nullspace_threshold": threshold,
                                "l2": 0.5, "cache_dir": str(tmp_path)})
     stats = get_method("rocr")(cfg).apply(model, tok, data, progress=False)
@@ -163,7 +163,7 @@ def test_settings_are_checked():
 
 def test_an_empty_null_space_is_an_error_not_a_silent_no_op(tiny_llama_dir, tmp_path):
     tok, model = load(tiny_llama_dir, torch.float32)
-    data = UnlearnData(forget=[], subjects={"france": ["France"]}, general_texts=GENERAL)
+    data = UnlearnData(forget=[], method_data=ROCRData({"france": ["France"]}, GENERAL))
     cfg = make_config("rocr", {"nullspace_threshold": 1e-30, "cache_dir": str(tmp_path)})
     with pytest.raises(OrtBenchError, match=r"^rocr: no key-covariance eigenvalue of layer 0 is below the null-space "
                                             r"threshold 1e-30 \(smallest .*raise --rocr-nullspace-threshold$"):
@@ -172,7 +172,7 @@ def test_an_empty_null_space_is_an_error_not_a_silent_no_op(tiny_llama_dir, tmp_
 
 def test_the_unrelated_subject_may_not_be_a_target(tiny_llama_dir, tmp_path):
     tok, model = load(tiny_llama_dir, torch.float32)
-    data = UnlearnData(forget=[], subjects={"kenya": ["Kenya"]}, general_texts=GENERAL)
+    data = UnlearnData(forget=[], method_data=ROCRData({"kenya": ["Kenya"]}, GENERAL))
     cfg = make_config("rocr", {"unrelated_subject": "kenya", "nullspace_threshold": 1e9, "cache_dir": str(tmp_path)})
     with pytest.raises(OrtBenchError, match="unrelated subject 'kenya' is target 'kenya'"):
         get_method("rocr")(cfg).apply(model, tok, data, progress=False)
@@ -233,7 +233,7 @@ def test_covariance_cache_is_reused_and_recomputed_when_its_inputs_change(make_t
 def test_rocr_second_run_reuses_the_cache(make_tiny_model, tmp_path):
     d = make_tiny_model("gpt2")
     tok, model = load(d, torch.float32)
-    data = UnlearnData(forget=[], subjects={"france": ["France"]}, general_texts=GENERAL)
+    data = UnlearnData(forget=[], method_data=ROCRData({"france": ["France"]}, GENERAL))
     cfg = make_config("rocr", {"cache_dir": str(tmp_path), "nullspace_threshold": 1e9})
     s1 = get_method("rocr")(cfg).apply(copy.deepcopy(model), tok, data, progress=False)
     s2 = get_method("rocr")(cfg).apply(copy.deepcopy(model), tok, data, progress=False)
@@ -245,6 +245,6 @@ def test_rocr_needs_subjects_and_a_corpus(tiny_llama_dir):
     tok, model = load(tiny_llama_dir, torch.float32)
     rocr = get_method("rocr")()
     with pytest.raises(OrtBenchError, match="rocr: no target subjects"):
-        rocr.apply(model, tok, UnlearnData(forget=[], general_texts=GENERAL))
+        rocr.apply(model, tok, UnlearnData(forget=[], method_data=ROCRData(general_texts=GENERAL)))
     with pytest.raises(OrtBenchError, match="general-text corpus"):
-        rocr.apply(model, tok, UnlearnData(forget=[], subjects={"x": ["France"]}))
+        rocr.apply(model, tok, UnlearnData(forget=[], method_data=ROCRData({"x": ["France"]})))

@@ -155,13 +155,13 @@ def finetune_attack(
     are states of this one run: the learning rate decays over all `steps`, so `out/step-5` of a
     20-step attack is not the model a 5-step attack would give."""
     from ort_bench.unlearning.envs import env_hash, load_env
-    from ort_bench.unlearning.methods.base import Example
+    from ort_bench.unlearning.methods.base import env_examples
 
     items = load_env(env)  # unknown env: one-line error
     if steps < 1:
         raise OrtBenchError(f"steps must be at least 1 (got {steps})")
     save_at = check_save_at(save_at, steps)
-    examples = [Example(it.prompt, it.answer) for it in items]
+    examples = env_examples(env)
     return _run("finetune", model, examples, {"env": env, "env_sha256": env_hash(items)}, out, steps, lr,
                 batch_size, seed, max_length, progress, load,
                 {"env": env}, save_at)
@@ -194,7 +194,7 @@ def relearn_attack(
     `exclude_probe_ids`: probes never drawn — the ones that will be scored, so that nothing is scored
     on data the attack saw."""
     from ort_bench.api import render
-    from ort_bench.unlearning.methods.base import Example
+    from ort_bench.unlearning.methods.base import probe_examples
     from ort_bench.unlearning.unlearn import checked_targets
 
     if samples < 1:
@@ -220,7 +220,7 @@ def relearn_attack(
             if i < len(by_target[t]) and len(chosen) < samples:
                 chosen.append(by_target[t][i])
         i += 1
-    examples = [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in chosen]
+    examples = probe_examples(chosen)
     desc = {"split": "forget", "form": form, "targets": targets, "probe_ids": [p.id for p in chosen],
             "kb_sha256": kb.content_hash}
     return _run("relearn", model, examples, desc, out, steps, lr, batch_size, seed, max_length, progress, load,

@@ -186,18 +186,18 @@ def load_env(name: str, root: str | Path | None = None) -> list[EnvItem]:
         raise OrtBenchError(f"unknown fine-tuning environment {name!r} (choose from {', '.join(ENVS)})")
     for path in (env_path(name, root), env_path(name, REPO_ROOT / "data")):
         if path.is_file():
-            items = []
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        raw = json.loads(line)
-                        items.append(EnvItem(str(raw["id"]), str(raw["prompt"]), str(raw["answer"])))
-                    except (ValueError, KeyError, TypeError) as exc:
-                        raise OrtBenchError(f"{path}:{lineno}: not a fine-tuning item ({exc})") from None
-            return items
+            lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: items may hold U+2028
+            return [_parse_item(path, n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     return generate_env(name)
+
+
+def _parse_item(path: Path, lineno: int, line: str) -> EnvItem:
+    """One JSONL line as an item; a bad line is a one-line error naming file and line."""
+    try:
+        raw = json.loads(line)
+        return EnvItem(str(raw["id"]), str(raw["prompt"]), str(raw["answer"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OrtBenchError(f"{path}:{lineno}: not a fine-tuning item ({exc})") from None
 
 
 def env_hash(items: list[EnvItem]) -> str:

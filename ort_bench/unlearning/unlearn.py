@@ -7,9 +7,8 @@
 - Retain data: the targets' neighbour probes and the utility set, in the qa form, from the
   **retain-train** half of those facts only (`facts.retain_half`): the retain-eval half is what
   utility is scored on, so no method sees it.
-- ROCR also gets the targets' names (name first, then aliases and localised names) and a
-  general-text corpus for its key covariance (the retain-train utility probes of every form,
-  interleaved, and the fine-tuning environments).
+- Anything else a method needs it builds itself (`Method.own_data`: ROCR the targets' names and
+  a general-text corpus, ILU its fine-tuning environments); it is described in the card too.
 - The card lists every fact id the method saw (`data.seen_fact_ids`).
 - Output: an HF directory (safetensors, tokenizer with its chat template) plus `unlearn_card.json`
   (method, every hyperparameter, data hashes, base model fingerprint, step statistics, wall time,
@@ -23,10 +22,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.kb.probes import spread
 from ort_bench.provenance import TRAINING_PACKAGES, versions
 from ort_bench.scoring.checkpoint import (
     CARD_SCHEMA_VERSION,
@@ -37,21 +35,17 @@ from ort_bench.scoring.checkpoint import (
 )
 from ort_bench.scoring.load_options import LoadOptions
 
-
-def _names(kb, entity: str, aliases: tuple[str, ...] = ()) -> list[str]:
-    out = [entity, *aliases, *kb.names.get(entity, {}).values()]
-    return list(dict.fromkeys(n for n in out if n))
+if TYPE_CHECKING:
+    from ort_bench.unlearning.methods.base import Method
 
 
-def build_data(kb, templates, targets: list[str], train_form: str, method: str):
-    """The method's data and a description of it (counts, hashes) for the card."""
+def build_data(kb, templates, targets: list[str], train_form: str, method: Method | str | None = None):
+    """The data every method shares, plus what `method`'s own `own_data` builds (a name: the
+    method at its defaults), and a description of it (counts, hashes) for the card."""
     from ort_bench.api import render
     from ort_bench.provenance import sha256_json
-    from ort_bench.unlearning.methods.base import Example, UnlearnData
+    from ort_bench.unlearning.methods.base import DataSource, UnlearnData, probe_examples
     from ort_bench.unlearning.methods.training import examples_hash
-
-    def examples(probes) -> list[Example]:
-        return [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in probes]
 
     forget_probes, _ = render(split="forget", forms=[train_form], targets=targets, kb=kb, templates=templates,
                               retain="train")
@@ -64,7 +58,7 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
         retain_probes += render(split="neighbour", forms=["qa"], targets=targets, kb=kb, templates=templates,
                                 retain="train")[0]
         retain_probes += render(split="utility", forms=["qa"], kb=kb, templates=templates, retain="train")[0]
-    forget, retain = examples(forget_probes), examples(retain_probes)
+    forget, retain = probe_examples(forget_probes), probe_examples(retain_probes)
     seen_probes = list(forget_probes) + list(retain_probes)
     data = UnlearnData(forget=forget, retain=retain)
     desc: dict[str, Any] = {
@@ -74,25 +68,15 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: str):
         "retain": {"splits": ["neighbour", "utility"], "form": "qa", "n": len(retain),
                    "sha256": examples_hash(retain), "probe_ids_sha256": sha256_json([p.id for p in retain_probes])},
     }
-    if method == "rocr":
-        from ort_bench.unlearning.envs import ENVS, load_env
+    if isinstance(method, str):
+        from ort_bench.unlearning.methods import get_method
 
-        for t in targets:
-            target = kb.targets[t]
-            names = _names(kb, target.name, target.aliases)
-            for f in kb.facts.get("forget", []):
-                if f.target == t:
-                    names += _names(kb, f.subject, f.subject_aliases)
-            data.subjects[t] = list(dict.fromkeys(names))
-        utility_all, _ = render(split="utility", kb=kb, templates=templates, retain="train")
-        seen_probes += utility_all
-        general: list[Any] = examples(spread(utility_all, lambda p: p.form))
-        env_items = [[Example(it.prompt, it.answer) for it in load_env(e)] for e in ENVS]
-        for i in range(max(len(x) for x in env_items)):
-            general.extend(x[i] for x in env_items if i < len(x))
-        data.general_texts = general
-        desc["rocr"] = {"subjects": data.subjects,
-                        "general_texts": {"n": len(general), "utility_probes": len(utility_all), "envs": list(ENVS)}}
+        method = get_method(method)()
+    if method is not None:
+        own = method.own_data(DataSource(kb, templates, targets, render))
+        data.method_data = own.data
+        seen_probes += own.probes
+        desc.update(own.card)
     desc["seen_fact_ids"] = sorted({f for p in seen_probes for f in p.fact_ids})
     desc["retain_half"] = "train"
     return data, desc
@@ -137,7 +121,8 @@ def unlearn(
 
     `load`: how the model is loaded (dtype, device, remote code, pickle). `config`: the method's
     hyperparameters (a dict, its config object, or None for the published defaults); `max_steps` and
-    `seed`, when given, override the config's (for ILU: its base method's; ROCR has neither).
+    `seed`, when given, override the config's (its `apply_overrides` decides where they go: for
+    ILU its base method's; training-free ROCR ignores them).
     `kb`/`templates` default to the shipped knowledge base and templates.
     Returns the card (also written as `out/unlearn_card.json`)."""
     from ort_bench.unlearning.methods import get_method, make_config
@@ -150,12 +135,9 @@ def unlearn(
 
     out = Path(out)
     check_out_dir(out)
-    data, data_desc = build_data(kb, templates, targets, train_form, method)
+    runner = method_cls(cfg)
+    data, data_desc = build_data(kb, templates, targets, train_form, runner)
     data_desc["templates_sha256"] = templates_hash(templates)
-    if hasattr(cfg, "ilu_envs"):
-        from ort_bench.unlearning.envs import env_hash, load_env
-
-        data_desc["ilu_envs"] = {e: {"n": len(load_env(e)), "sha256": env_hash(load_env(e))} for e in cfg.ilu_envs}
 
     load = (load or LoadOptions()).on_device()
     t_load = time.perf_counter()
@@ -164,7 +146,7 @@ def unlearn(
     data.model_fingerprint = resolved.fingerprint
 
     t_run = time.perf_counter()
-    stats = method_cls(cfg).apply(lm, tokenizer, data, progress=progress)
+    stats = runner.apply(lm, tokenizer, data, progress=progress)
     run_seconds = time.perf_counter() - t_run
 
     card = {

@@ -5,26 +5,30 @@
     rmu       representation misdirection          ilu       NPO/RMU + invariance penalty
     rocr      training-free rank-one concept redirection
 
-`METHODS` maps names to classes; `make_config` builds a method's config from a dict; the CLI gets
-every hyperparameter from `add_method_arguments(parser)` and reads it back with
-`config_from_args(args)`.
+`METHODS` maps names to classes, in name order; every module of this package is imported on
+import, so a method registers itself with `@register_method` in its own file and is listed nowhere
+else. `make_config` builds a method's config from a dict; the CLI gets every hyperparameter from
+`add_method_arguments(parser)` and reads it back with `config_from_args(args)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import pkgutil
 import typing
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.unlearning.methods import ga, graddiff, ilu, npo, rmu, rocr, simnpo  # noqa: F401  (registers the methods)
 from ort_bench.unlearning.methods.base import (
     METHODS,
     TRAIN_FIELDS,
+    DataSource,
     Example,
     Method,
     MethodConfig,
+    OwnData,
     TrainConfig,
     UnlearnData,
     get_method,
@@ -32,17 +36,41 @@ from ort_bench.unlearning.methods.base import (
 )
 
 __all__ = [
-    "METHODS", "Example", "Method", "MethodConfig", "TrainConfig", "UnlearnData", "add_method_arguments",
-    "config_from_args", "get_method", "make_config", "register_method",
+    "METHODS", "DataSource", "Example", "Method", "MethodConfig", "OwnData", "TrainConfig", "UnlearnData",
+    "add_method_arguments", "config_from_args", "get_method", "in_table_order", "make_config", "register_method",
 ]
 
+
+def _register_all() -> None:
+    """Import every module of this package (each method's `@register_method` runs; helper modules
+    register nothing), then put `METHODS` in name order, whatever order the imports ran in."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    ordered = sorted(METHODS.items())
+    METHODS.clear()
+    METHODS.update(ordered)
+
+
+_register_all()
+
+
+def in_table_order(names: list[str] | None = None) -> list[str]:
+    """`names` (default: every method) in the order result tables list them (`Method.order`)."""
+    names = list(METHODS) if names is None else names
+    return sorted(names, key=lambda n: (get_method(n).order, n))
+
+
+# `unlearn`'s max_steps and seed: nothing to act on in a training-free method (`Method.trains` False)
+UNTRAINED_IGNORES = ("max_steps", "seed")
 GRADIENT_METHODS = tuple(n for n, c in METHODS.items() if issubclass(c.config_class, TrainConfig))
 
 
 def make_config(method: str, config: dict[str, Any] | MethodConfig | None = None, **overrides: Any) -> MethodConfig:
     """The config of `method` from nothing (published defaults), a dict or a config object, with
-    `overrides` (None values ignored) applied to it — for ILU, training fields go to its base."""
-    cls = get_method(method).config_class
+    `overrides` (None values ignored) applied by the config's own `apply_overrides` (ILU sends
+    training fields to its base). A method that does not train ignores a step count and a seed."""
+    method_cls = get_method(method)
+    cls = method_cls.config_class
     if config is None:
         cfg = cls()
     elif isinstance(config, MethodConfig):
@@ -53,21 +81,9 @@ def make_config(method: str, config: dict[str, Any] | MethodConfig | None = None
         cfg = cls.from_dict(config, method)
     else:
         raise OrtBenchError(f"config must be a dict or a MethodConfig, not {type(config).__name__}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not overrides:
-        return cfg
-    target = cfg.base if isinstance(cfg, ilu.ILUConfig) else cfg
-    names = {f.name for f in dataclasses.fields(target)}
-    unknown = [k for k in overrides if k not in names]
-    if unknown and isinstance(cfg, rocr.ROCRConfig) and set(unknown) <= {"max_steps", "seed"}:
-        return cfg  # training-free: no steps, nothing random
-    if unknown:
-        raise OrtBenchError(f"unknown hyperparameter {unknown[0]!r} for method {method}")
-    data = {**target.to_dict(), **overrides}
-    new = type(target).from_dict(data, method)
-    if isinstance(cfg, ilu.ILUConfig):
-        return dataclasses.replace(cfg, base=new)
-    return new
+    overrides = {k: v for k, v in overrides.items() if v is not None
+                 and (method_cls.trains or k not in UNTRAINED_IGNORES)}
+    return cfg.apply_overrides(overrides, method) if overrides else cfg
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -176,12 +192,9 @@ def _config_from_namespace(args: argparse.Namespace, method: str) -> MethodConfi
 
 def config_from_args(args: argparse.Namespace) -> MethodConfig:
     """The config of `args.method` from parsed arguments (options left at None take the method's
-    default); for ILU, its base method's options build the base config."""
+    default); configs holding another method's (ILU's base) read it in `nested_from_args`."""
     method = args.method
-    get_method(method)
-    if method != "ilu":
-        return _config_from_namespace(args, method)
-    base_method = getattr(args, "base_method", None) or ilu.ILUConfig().base_method
-    base = _config_from_namespace(args, base_method)
-    cfg = _config_from_namespace(args, "ilu")
-    return dataclasses.replace(cfg, base_method=base_method, base=base)
+    cls = get_method(method).config_class
+    nested = cls.nested_from_args(args, lambda m: _config_from_namespace(args, m))
+    cfg = _config_from_namespace(args, method)
+    return dataclasses.replace(cfg, **nested) if nested else cfg

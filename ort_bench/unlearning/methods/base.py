@@ -3,7 +3,10 @@ the registry, the data it gets, and helpers that find layers and MLP projections
 
 A method is a class with a `name`, a `config_class` and `apply(model, tokenizer, data, progress)`,
 which edits `model` in place and returns statistics for the card (open-unlearning style: one class
-per method over one shared base). Register it with `@register_method`.
+per method over one shared base). Register it with `@register_method`; a module in this package is
+found without being listed anywhere. A method that needs more than the forget and retain examples
+builds it in `own_data` (it lands in `UnlearnData.method_data` and in the card's data section); a
+config that holds another method's config routes overrides in `apply_overrides`.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ort_bench.errors import OrtBenchError
+
+if TYPE_CHECKING:
+    import argparse
 
 # ----------------------------------------------------------------------------- configs
 
@@ -62,6 +68,22 @@ class MethodConfig:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise OrtBenchError(f"method {method or cls.__name__}: {exc}") from None
+
+    def apply_overrides(self, overrides: dict[str, Any], method: str) -> MethodConfig:
+        """A copy with `overrides` (field -> value) applied; an unknown field is a one-line error.
+        A config that composes with another method's (ILU's base) sends them where they belong."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = [k for k in overrides if k not in names]
+        if unknown:
+            raise OrtBenchError(f"unknown hyperparameter {unknown[0]!r} for method {method}")
+        return type(self).from_dict({**self.to_dict(), **overrides}, method)
+
+    @classmethod
+    def nested_from_args(cls, args: argparse.Namespace,
+                         build: Callable[[str], MethodConfig]) -> dict[str, Any]:
+        """Fields holding other methods' configs, read from CLI arguments (`build(method)` reads
+        one method's); none by default."""
+        return {}
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -143,28 +165,62 @@ class Example:
     prefill: str | None = None
 
 
+def probe_examples(probes) -> list[Example]:
+    """Rendered probes as training examples: each prompt with its first gold answer."""
+    return [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in probes]
+
+
+def env_examples(env: str) -> list[Example]:
+    """A fine-tuning environment's items (`ort_bench.unlearning.envs`) as training examples."""
+    from ort_bench.unlearning.envs import load_env
+
+    return [Example(it.prompt, it.answer) for it in load_env(env)]
+
+
 @dataclass
 class UnlearnData:
-    """Everything a method may use. Gradient methods read `forget` and `retain`; ROCR reads
-    `subjects` (names of each target, its own name first) and `general_texts` (the corpus of the key
-    covariance)."""
+    """Everything a method gets: the forget and retain examples every method shares, and in
+    `method_data` whatever its own `Method.own_data` built (e.g. ROCR's names and corpus)."""
 
     forget: list[Example]
     retain: list[Example] = field(default_factory=list)
-    subjects: dict[str, list[str]] = field(default_factory=dict)  # target id -> names (aliases, languages)
-    general_texts: list[str] = field(default_factory=list)
+    method_data: Any = None
     model_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """What a method may build its own data from: the knowledge base, the templates, the targets and
+    `render` (`ort_bench.api.render`, called as unlearn calls it)."""
+
+    kb: Any
+    templates: Any
+    targets: list[str]
+    render: Callable[..., tuple[list, Any]]
+
+
+@dataclass
+class OwnData:
+    """A method's own data: `data` goes to `UnlearnData.method_data`, `card` into the card's data
+    section, and the facts of `probes` count as seen by the method."""
+
+    data: Any = None
+    card: dict[str, Any] = field(default_factory=dict)
+    probes: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- methods
 
 
 class Method(ABC):
-    """One unlearning method. Subclasses set `name`, `summary`, `config_class` and `apply`."""
+    """One unlearning method. Subclasses set `name`, `summary`, `config_class` and `apply`; they
+    may set `trains`, `order` and override `own_data`."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    trains: ClassVar[bool] = True  # False: training-free (`make_config` ignores max_steps and seed)
+    order: ClassVar[int] = 100  # where the method comes in experiment tables (lower first; ties by name)
 
     def __init__(self, config: MethodConfig | None = None):
         if config is None:
@@ -175,6 +231,10 @@ class Method(ABC):
             )
         self.config = config
 
+    def own_data(self, source: DataSource) -> OwnData:
+        """What the method needs beyond the forget and retain examples; nothing by default."""
+        return OwnData()
+
     @abstractmethod
     def apply(self, model, tokenizer, data: UnlearnData, progress: bool = True) -> dict[str, Any]:
         """Edit `model` in place; return statistics (losses, timings) for the card."""
@@ -184,6 +244,7 @@ METHODS: dict[str, type[Method]] = {}
 
 
 def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make `cls` available under `cls.name` (CLI, `unlearn`, `make_config`)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     METHODS[cls.name] = cls

@@ -26,6 +26,7 @@ class GA(GradientMethod):
     summary = "gradient ascent on the forget answers"
     config_class = GAConfig
     uses_retain = False
+    order = 10
 
     def loss(self, model, forget, retain):
         nll = mean_nll(model, forget)

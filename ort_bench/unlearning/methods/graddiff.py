@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ort_bench.unlearning.methods.base import TrainConfig, hp, register_method
-from ort_bench.unlearning.methods.training import GradientMethod, frozen_copy, mean_nll
+from ort_bench.unlearning.methods.training import GradientMethod, mean_nll
 
 
 @dataclass
@@ -24,15 +24,14 @@ class GradDiffConfig(TrainConfig):
 
 @register_method
 class GradDiff(GradientMethod):
+    """GA's forget term plus `plus_retain`: the retain term is what keeps GradDiff from GA's
+    collapse."""
+
     name = "graddiff"
     summary = "gradient ascent on forget + descent on retain (alpha)"
     config_class = GradDiffConfig
-
-    def setup(self, model, tokenizer, data):
-        if self.config.retain_loss == "kl":
-            self.ref_model = frozen_copy(model)
+    order = 20
 
     def loss(self, model, forget, retain):
         nll_f = mean_nll(model, forget)
-        ret = self.retain_loss(model, retain, self.config.retain_loss)
-        return -nll_f + self.config.alpha * ret, {"forget": float(nll_f.detach()), "retain": float(ret.detach())}
+        return self.plus_retain(model, -nll_f, retain, {"forget": float(nll_f.detach())})

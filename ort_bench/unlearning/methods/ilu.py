@@ -31,15 +31,21 @@ the shared ones).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.unlearning.methods.base import (
+    DataSource,
     Method,
     MethodConfig,
+    OwnData,
     TrainConfig,
     UnlearnData,
+    env_examples,
     get_method,
     hp,
     register_method,
@@ -97,6 +103,18 @@ class ILUConfig(MethodConfig):
             cfg.base = base if isinstance(base, base_cls) else base_cls.from_dict(dict(base), cfg.base_method)
         return cfg  # type: ignore[return-value]
 
+    def apply_overrides(self, overrides: dict[str, Any], method: str) -> ILUConfig:
+        """Overrides are training settings (steps, seed, lr): they go to the base method's config."""
+        assert self.base is not None  # set in __post_init__
+        return dataclasses.replace(self, base=self.base.apply_overrides(overrides, method))
+
+    @classmethod
+    def nested_from_args(cls, args: argparse.Namespace,
+                         build: Callable[[str], MethodConfig]) -> dict[str, Any]:
+        """The base method's config from its own options (`--npo-*`/`--rmu-*` and the shared ones)."""
+        base_method = getattr(args, "base_method", None) or cls().base_method
+        return {"base_method": base_method, "base": build(base_method)}
+
 
 def irm_penalty(model, batch) -> tuple[Any, Any]:
     """(dL/dw at w=1)^2 with L the answer NLL of `batch` computed from w * logits; the derivative is
@@ -125,12 +143,17 @@ class ILU(Method):
     name = "ilu"
     summary = "NPO or RMU plus an IRM-style invariance penalty over fine-tuning environments (lambda)"
     config_class = ILUConfig
+    order = 60
 
     def env_examples(self) -> dict[str, list]:
-        from ort_bench.unlearning.envs import load_env
-        from ort_bench.unlearning.methods.base import Example
+        return {env: env_examples(env) for env in self.config.ilu_envs}
 
-        return {env: [Example(it.prompt, it.answer) for it in load_env(env)] for env in self.config.ilu_envs}
+    def own_data(self, source: DataSource) -> OwnData:
+        """The penalty's environments are data the method sees: the card lists their size and hash."""
+        from ort_bench.unlearning.envs import env_hash, load_env
+
+        envs = {e: {"n": len(load_env(e)), "sha256": env_hash(load_env(e))} for e in self.config.ilu_envs}
+        return OwnData(card={"ilu_envs": envs})
 
     def apply(self, model, tokenizer, data: UnlearnData, progress: bool = True) -> dict[str, Any]:
         cfg: ILUConfig = self.config  # type: ignore[assignment]

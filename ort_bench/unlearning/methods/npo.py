@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ort_bench.unlearning.methods.base import TrainConfig, hp, register_method
-from ort_bench.unlearning.methods.training import GradientMethod, collate, frozen_copy, pad_id, sequence_nll
+from ort_bench.unlearning.methods.training import GradientMethod, answer_nlls, sequence_nll
 
 
 @dataclass
@@ -42,36 +42,27 @@ def npo_loss(nll, ref_nll, beta: float):
 
 def reference_nlls(model, tokenizer, items: list[dict], batch_size: int = 8) -> None:
     """Store each item's summed answer NLL under the current weights as item["ref_nll"]."""
-    import torch
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(items), batch_size):
-            chunk = items[i:i + batch_size]
-            batch = collate(chunk, pad_id(tokenizer), device)
-            nll, _ = sequence_nll(model, batch)
-            for it, v in zip(chunk, nll.tolist(), strict=True):
-                it["ref_nll"] = float(v)
-    model.train(was_training)
+    for it, v in zip(items, answer_nlls(model, tokenizer, items, batch_size), strict=True):
+        it["ref_nll"] = v
 
 
 @register_method
 class NPO(GradientMethod):
+    """The forget term is measured against the model before unlearning: `setup` stores each forget
+    example's reference NLL once, so no second model runs during training (unless the KL retain term
+    needs the frozen copy)."""
+
     name = "npo"
     summary = "negative preference optimisation against the frozen model (beta) + retain term"
     config_class = NPOConfig
+    order = 30
 
     def setup(self, model, tokenizer, data):
         reference_nlls(model, tokenizer, self.forget_items)
-        if self.config.retain_loss == "kl":
-            self.ref_model = frozen_copy(model)
+        super().setup(model, tokenizer, data)
 
     def loss(self, model, forget, retain):
         nll, _ = sequence_nll(model, forget)
         forget_loss = npo_loss(nll, forget["ref_nll"].to(nll.dtype), self.config.beta)
-        ret = self.retain_loss(model, retain, self.config.retain_loss)
-        logs = {"forget": float(forget_loss.detach()), "forget_nll": float(nll.mean().detach()),
-                "retain": float(ret.detach())}
-        return forget_loss + self.config.alpha * ret, logs
+        logs = {"forget": float(forget_loss.detach()), "forget_nll": float(nll.mean().detach())}
+        return self.plus_retain(model, forget_loss, retain, logs)

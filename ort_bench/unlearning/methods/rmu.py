@@ -78,6 +78,7 @@ class RMU(GradientMethod):
     name = "rmu"
     summary = "steer layer-l activations on forget text to c*u, keep retain activations (alpha)"
     config_class = RMUConfig
+    order = 50
 
     def layer_ids(self, model) -> list[int]:
         n = len(decoder_layers(model))

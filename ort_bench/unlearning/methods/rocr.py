@@ -50,19 +50,24 @@ Published and adapted values (the card lists both under `settings`):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.unlearning.methods.base import (
+    DataSource,
+    Example,
     Method,
     MethodConfig,
+    OwnData,
     UnlearnData,
     collect_inputs,
     decoder_layers,
+    env_examples,
     hp,
     layer_output,
     mlp_down_proj,
+    probe_examples,
     register_method,
 )
 from ort_bench.unlearning.methods.rocr_stats import cache_dir_for, key_covariances
@@ -102,6 +107,44 @@ class ROCRConfig(MethodConfig):
             raise OrtBenchError(f"rocr: max_names must be at least 1 (got {self.max_names})")
         if not self.unrelated_subject.strip():
             raise OrtBenchError("rocr: unrelated_subject must not be empty")
+
+@dataclass
+class ROCRData:
+    """ROCR's own data: each target's names (target id -> its own name first, then aliases and
+    localised names, then its facts' subjects) and the general-text corpus of the key covariance."""
+
+    subjects: dict[str, list[str]] = field(default_factory=dict)
+    general_texts: list[Example | str] = field(default_factory=list)
+
+
+def _names(kb, entity: str, aliases: tuple[str, ...] = ()) -> list[str]:
+    out = [entity, *aliases, *kb.names.get(entity, {}).values()]
+    return list(dict.fromkeys(n for n in out if n))
+
+
+def build_rocr_data(source: DataSource) -> OwnData:
+    """The targets' names and a general-text corpus: the retain-train utility probes of every form,
+    interleaved, then the fine-tuning environments, interleaved (nothing that is scored)."""
+    from ort_bench.kb.probes import spread
+    from ort_bench.unlearning.envs import ENVS
+
+    kb = source.kb
+    subjects: dict[str, list[str]] = {}
+    for t in source.targets:
+        target = kb.targets[t]
+        names = _names(kb, target.name, target.aliases)
+        for f in kb.facts.get("forget", []):
+            if f.target == t:
+                names += _names(kb, f.subject, f.subject_aliases)
+        subjects[t] = list(dict.fromkeys(names))
+    utility_all, _ = source.render(split="utility", kb=kb, templates=source.templates, retain="train")
+    general: list[Example | str] = list(probe_examples(spread(utility_all, lambda p: p.form)))
+    env_items = [env_examples(e) for e in ENVS]
+    for i in range(max(len(x) for x in env_items)):
+        general.extend(x[i] for x in env_items if i < len(x))
+    card = {"rocr": {"subjects": subjects,
+                     "general_texts": {"n": len(general), "utility_probes": len(utility_all), "envs": list(ENVS)}}}
+    return OwnData(ROCRData(subjects, general), card, list(utility_all))
 
 
 def resolve_layers(spec: str, n_layers: int) -> list[int]:
@@ -268,6 +311,11 @@ class ROCR(Method):
     name = "rocr"
     summary = "training-free: each target's subject made to read as an unrelated entity (ORT's null-space edit)"
     config_class = ROCRConfig
+    trains = False
+    order = 70
+
+    def own_data(self, source: DataSource) -> OwnData:
+        return build_rocr_data(source)
 
     def apply(self, model, tokenizer, data: UnlearnData, progress: bool = True) -> dict[str, Any]:
         import torch
@@ -275,11 +323,12 @@ class ROCR(Method):
 
         cfg: ROCRConfig = self.config  # type: ignore[assignment]
         t_start = time.perf_counter()
-        if not data.subjects:
+        own = data.method_data if isinstance(data.method_data, ROCRData) else ROCRData()
+        if not own.subjects:
             raise OrtBenchError("rocr: no target subjects to redirect")
-        if not data.general_texts:
+        if not own.general_texts:
             raise OrtBenchError("rocr: needs a general-text corpus for the key covariance")
-        names = {t: list(dict.fromkeys(n for n in ns if n))[: cfg.max_names] for t, ns in data.subjects.items()}
+        names = {t: list(dict.fromkeys(n for n in ns if n))[: cfg.max_names] for t, ns in own.subjects.items()}
         if not any(names.values()):
             raise OrtBenchError("rocr: the targets have no names to redirect")
         clash = [t for t, ns in names.items() if cfg.unrelated_subject.lower() in (n.lower() for n in ns)]
@@ -289,7 +338,7 @@ class ROCR(Method):
         blocks = decoder_layers(model)
         layers = resolve_layers(cfg.layers, len(blocks))
         top = layers[-1]
-        covs, cov_info = key_covariances(model, tokenizer, data.general_texts, layers, cfg.cov_max_tokens,
+        covs, cov_info = key_covariances(model, tokenizer, own.general_texts, layers, cfg.cov_max_tokens,
                                          cache_dir_for(cfg.cache_dir))
         t_edit = time.perf_counter()
         device = next(model.parameters()).device

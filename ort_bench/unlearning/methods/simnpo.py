@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ort_bench.unlearning.methods.base import TrainConfig, hp, register_method
-from ort_bench.unlearning.methods.training import GradientMethod, frozen_copy, sequence_nll
+from ort_bench.unlearning.methods.training import GradientMethod, sequence_nll
 
 
 @dataclass
@@ -54,18 +54,16 @@ def simnpo_loss(nll, n_tokens, beta: float, gamma: float):
 
 @register_method
 class SimNPO(GradientMethod):
+    """NPO without the reference model: the forget NLL is divided by the answer's length, so
+    `setup` has nothing to compute beyond the KL retain term's frozen copy."""
+
     name = "simnpo"
     summary = "reference-free, length-normalised NPO (beta, margin gamma) + retain term"
     config_class = SimNPOConfig
-
-    def setup(self, model, tokenizer, data):
-        if self.config.retain_loss == "kl":
-            self.ref_model = frozen_copy(model)
+    order = 40
 
     def loss(self, model, forget, retain):
         nll, n = sequence_nll(model, forget)
         forget_loss = simnpo_loss(nll, n, self.config.beta, self.config.gamma)
-        ret = self.retain_loss(model, retain, self.config.retain_loss)
-        logs = {"forget": float(forget_loss.detach()),
-                "forget_nll": float((nll / n.clamp(min=1)).mean().detach()), "retain": float(ret.detach())}
-        return forget_loss + self.config.alpha * ret, logs
+        logs = {"forget": float(forget_loss.detach()), "forget_nll": float((nll / n.clamp(min=1)).mean().detach())}
+        return self.plus_retain(model, forget_loss, retain, logs)

@@ -158,6 +158,32 @@ def mean_nll(model, batch: dict[str, Any], logits=None):
     return seq.sum() / n.sum().clamp(min=1)
 
 
+def answer_nlls(model, tokenizer, items: Sequence[dict[str, Any]], batch_size: int = 8, *,
+                per_token: bool = False, by_length: bool = False) -> list[float]:
+    """Each encoded item's answer NLL under the current weights, without gradients, in item order:
+    summed over the answer's tokens (NPO's reference) or, `per_token`, their mean. `by_length`
+    batches items of similar length together (less padding, same values up to float rounding)."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = pad_id(tokenizer)
+    order = list(range(len(items)))
+    if by_length:
+        order.sort(key=lambda i: len(items[i]["input_ids"]))
+    out = [0.0] * len(items)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            nll, n = sequence_nll(model, collate([items[i] for i in idx], pad, device))
+            values = nll / n.clamp(min=1) if per_token else nll
+            for i, v in zip(idx, values.tolist(), strict=True):
+                out[i] = float(v)
+    model.train(was_training)
+    return out
+
+
 def kl_to_reference(model, ref_model, batch: dict[str, Any]):
     """KL(p_ref || p_theta) per answer token, averaged (open-unlearning's retain KL)."""
     import torch
@@ -252,7 +278,9 @@ ExtraLoss = Callable[[Any, list, int], tuple[Any, dict[str, float]]]
 
 class GradientMethod(Method):
     """A method trained with the shared loop: subclasses define `loss(model, forget, retain)`
-    (and, if they need them, `setup` and `trainable_parameters`)."""
+    (and, if they need them, `setup` and `trainable_parameters`). A config with `retain_loss`
+    ("nll" | "kl") and `alpha` gets its retain term from `plus_retain`; the frozen copy the KL needs
+    is made by the default `setup`."""
 
     config_class = TrainConfig
     uses_retain: bool = True
@@ -262,7 +290,10 @@ class GradientMethod(Method):
         return self.config  # type: ignore[return-value]
 
     def setup(self, model, tokenizer, data: UnlearnData) -> None:
-        """Prepare what the loss needs before the first step (reference NLLs, a frozen copy...)."""
+        """Prepare what the loss needs before the first step (reference NLLs, a frozen copy...): by
+        default the frozen copy when the retain term is the KL to it."""
+        if getattr(self.config, "retain_loss", None) == "kl":
+            self.ref_model = frozen_copy(model)
 
     def trainable_parameters(self, model) -> list:
         return [p for p in model.parameters()]
@@ -275,6 +306,12 @@ class GradientMethod(Method):
         if kind == "kl":
             return kl_to_reference(model, self.ref_model, retain)
         return mean_nll(model, retain)
+
+    def plus_retain(self, model, forget_loss, retain: dict[str, Any] | None,
+                    logs: dict[str, float]) -> tuple[Any, dict[str, float]]:
+        """forget_loss + alpha * the config's retain term, which is logged as "retain"."""
+        ret = self.retain_loss(model, retain, self.config.retain_loss)  # type: ignore[attr-defined]
+        return forget_loss + self.config.alpha * ret, {**logs, "retain": float(ret.detach())}  # type: ignore[attr-defined]
 
     def teardown(self) -> None:
         for attr in ("ref_model",):
