@@ -193,7 +193,7 @@ def relearn_attack(
     (states of this run under its full learning-rate schedule, not shorter runs).
     `exclude_probe_ids`: probes never drawn — the ones that will be scored, so that nothing is scored
     on data the attack saw."""
-    from ort_bench.api import render
+    from ort_bench.kb.render import render
     from ort_bench.unlearning.methods.base import probe_examples
     from ort_bench.unlearning.unlearn import checked_targets
 

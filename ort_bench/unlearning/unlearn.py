@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 def build_data(kb, templates, targets: list[str], train_form: str, method: Method | str | None = None):
     """The data every method shares, plus what `method`'s own `own_data` builds (a name: the
     method at its defaults), and a description of it (counts, hashes) for the card."""
-    from ort_bench.api import render
+    from ort_bench.kb.render import render
     from ort_bench.provenance import sha256_json
     from ort_bench.unlearning.methods.base import DataSource, UnlearnData, probe_examples
     from ort_bench.unlearning.methods.training import examples_hash

@@ -191,7 +191,7 @@ class UnlearnData:
 @dataclass(frozen=True)
 class DataSource:
     """What a method may build its own data from: the knowledge base, the templates, the targets and
-    `render` (`ort_bench.api.render`, called as unlearn calls it)."""
+    `render` (`ort_bench.kb.render.render`, called as unlearn calls it)."""
 
     kb: Any
     templates: Any
