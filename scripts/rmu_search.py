@@ -85,8 +85,8 @@ def log(msg: str) -> None:
 def build_eval_sets(targets: list[str], n_generate: int, n_forget: int, n_cloze: int, n_retain: int):
     """The forget training data (exactly `unlearn`'s), and the probes the measures use: each set a
     sample spread round-robin over (split,) target and template (`probes.spread`; 0 = all)."""
-    from ort_bench.kb.render import render
     from ort_bench.kb.probes import spread
+    from ort_bench.kb.render import render
     from ort_bench.unlearning.methods.base import probe_examples
     from ort_bench.unlearning.unlearn import build_data, checked_targets
 
