@@ -20,10 +20,11 @@ from ort_bench.board.submit import required_forms, submit, verify_run
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.templates import FORMS
 from ort_bench.scorers import choice_scores, decide_choice, get_scorer
-from ort_bench.scoring.evaluate import EvalConfig, probe_hash, select_probes
+from ort_bench.scoring.evaluate import EvalConfig
 from ort_bench.scoring.metrics import rouge_l_recall
 from ort_bench.scoring.records import RecordWriter, put_in_order, record_key, seal
 from ort_bench.scoring.results import results_from_records, write_results
+from ort_bench.scoring.selection import probe_hash, select_probes
 
 TARGETS = ["france", "japan", "william_shakespeare"]  # v2 scores a form only with known items from 3 targets
 CONFIG = {"backend": "hf", "max_new_tokens": 32, "seed": 0, "dtype": "float32"}
