@@ -69,6 +69,42 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def version_directions(version: BenchmarkVersion) -> dict[str, str]:
+    """The direction of every number `version`'s results report (v1: probe-pooled metrics, v2 on:
+    items over targets)."""
+    if version.aggregation == "probes":
+        from ort_bench.scoring.metrics import DIRECTIONS
+
+        return DIRECTIONS
+    from ort_bench.scoring.metrics_v2 import DIRECTIONS_V2
+
+    return DIRECTIONS_V2
+
+
+def version_compare(version: BenchmarkVersion, model_records: Any, reference_records: Any,
+                    **kw: Any) -> dict[str, Any]:
+    """The comparison block of results.json under `version`: probe-pooled (`metrics.compare`, v1) or
+    items over targets (`metrics_v2.compare_v2`)."""
+    if version.aggregation == "probes":
+        from ort_bench.scoring.metrics import compare
+
+        return compare(model_records, reference_records, **kw)
+    from ort_bench.scoring.metrics_v2 import compare_v2
+
+    return compare_v2(model_records, reference_records, version=version, **kw)
+
+
+def version_summarize(version: BenchmarkVersion, records: Any, **kw: Any) -> dict[str, Any]:
+    """The per-split summary of one model alone under `version` (items, not probes, from v2 on)."""
+    from ort_bench.scoring import metrics
+
+    if version.aggregation == "probes":
+        return metrics.summarize_single(records, **kw)
+    from ort_bench.scoring.metrics_v2 import items_of
+
+    return metrics.summarize_single(items_of(records, version), **kw)
+
+
 def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | None, config: dict,
                   params_hash: str, hashes: dict, versions: dict, n_probes: int, summary: dict,
                   comparison: dict | None, selection: dict) -> dict[str, Any]:
@@ -86,7 +122,7 @@ def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | N
     res = Results(
         benchmark_version=version.name, created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         model=ModelInfo(**model), reference=ModelInfo(**reference) if reference else None,
-        directions=version.directions, forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
+        directions=version_directions(version), forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
         selection=selection, config=config, params_hash=params_hash, hashes=hashes, versions=versions,
         **headline,
     )
@@ -102,10 +138,10 @@ def results_from_records(version: BenchmarkVersion, model_records: list[dict[str
     import pandas as pd
 
     model_df = pd.DataFrame(model_records)
-    summary = version.summarize(model_df)
+    summary = version_summarize(version, model_df)
     comparison = None
     if reference_records is not None:
-        comparison = version.compare(model_df, pd.DataFrame(reference_records),
+        comparison = version_compare(version, model_df, pd.DataFrame(reference_records),
                                      train_form=selection.get("train_form"), seed=config.get("seed", 0))
     return build_results(version=version, model=model, reference=reference, config=config, params_hash=params_hash,
                          hashes=hashes, versions=versions, n_probes=n_probes, summary=summary,
