@@ -163,7 +163,9 @@ def read_results(path: Path) -> Results:
         raise OrtBenchError(f"{path}: not a valid results file ({str(exc).splitlines()[0]})") from None
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number as every table shows it: `digits` decimals, "—" for a missing one (None), anything
+    that is not a float (a count, a name) as it is."""
     return "—" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
@@ -171,7 +173,7 @@ def _ci(row: dict[str, Any], key: str, ci_prefix: str | None = None) -> str:
     """`row[key]` with its bootstrap CI, read from `{ci_prefix}ci_low/high` (default prefix `{key}_`)."""
     p = f"{key}_" if ci_prefix is None else ci_prefix
     lo, hi = row.get(f"{p}ci_low"), row.get(f"{p}ci_high")
-    return f"{_fmt(row.get(key))} [{_fmt(lo, 2)}, {_fmt(hi, 2)}]" if lo is not None else _fmt(row.get(key))
+    return f"{fmt(row.get(key))} [{fmt(lo, 2)}, {fmt(hi, 2)}]" if lo is not None else fmt(row.get(key))
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -189,24 +191,24 @@ def markdown_table(results: dict[str, Any]) -> str:
         for r in results["forms"]:
             eff = _ci(r, "efficacy") if r.get("excluded") is None else f"— ({r['excluded']})"
             if v2:
-                lines.append(f"| {r['form']} | {_fmt(r['chance'], 3)} | {r['n_known']} / {r['n_total']} "
-                             f"({r['n_targets_known']}) | {_fmt(r['score_reference'])} | {_fmt(r['score_model'])} | "
-                             f"{_fmt(r['retained_knowledge'])} | {eff} | {_fmt(r['prob_model'])} / "
-                             f"{_fmt(r['prob_reference'])} |")
+                lines.append(f"| {r['form']} | {fmt(r['chance'], 3)} | {r['n_known']} / {r['n_total']} "
+                             f"({r['n_targets_known']}) | {fmt(r['score_reference'])} | {fmt(r['score_model'])} | "
+                             f"{fmt(r['retained_knowledge'])} | {eff} | {fmt(r['prob_model'])} / "
+                             f"{fmt(r['prob_reference'])} |")
             else:
-                lines.append(f"| {r['form']} | {r['n_known']} / {r['n_total']} | {_fmt(r['score_reference'])} | "
-                             f"{_fmt(r['score_model'])} | {_fmt(r['retained_knowledge'])} | {eff} |")
+                lines.append(f"| {r['form']} | {r['n_known']} / {r['n_total']} | {fmt(r['score_reference'])} | "
+                             f"{fmt(r['score_model'])} | {fmt(r['retained_knowledge'])} | {eff} |")
         lines += [
             "",
-            f"- worst-form efficacy (↑): **{_fmt(results['worst_form_efficacy'])}** ({results['worst_form']})",
-            f"- form gap max E - min E (↓): {_fmt(results['form_gap'])}",
+            f"- worst-form efficacy (↑): **{fmt(results['worst_form_efficacy'])}** ({results['worst_form']})",
+            f"- form gap max E - min E (↓): {fmt(results['form_gap'])}",
         ]
         if results.get("train_form_gap") is not None:
-            lines.append(f"- E(train form) - WFE (↓): {_fmt(results['train_form_gap'])}")
+            lines.append(f"- E(train form) - WFE (↓): {fmt(results['train_form_gap'])}")
         lines += [
-            f"- utility (↑): {_fmt(results['utility'])} (neighbour retention {_fmt(c.get('neighbour_retention'))}, "
-            f"general retention {_fmt(c.get('general_retention'))}); fluency {_fmt(results.get('fluency'), 2)} bits",
-            f"- ORT score (↑): **{_fmt(results['ort_score'])}**",
+            f"- utility (↑): {fmt(results['utility'])} (neighbour retention {fmt(c.get('neighbour_retention'))}, "
+            f"general retention {fmt(c.get('general_retention'))}); fluency {fmt(results.get('fluency'), 2)} bits",
+            f"- ORT score (↑): **{fmt(results['ort_score'])}**",
             f"- {'items' if v2 else 'probes'} the reference knows: {c['n_known']} of {c['n_total']}",
         ]
         return "\n".join(lines)
@@ -217,5 +219,5 @@ def markdown_table(results: dict[str, Any]) -> str:
         for r in block["forms"]:
             lines.append(f"| {split} | {r['form']} | {r['n']} | {_ci(r, 'mean', ci_prefix='')} |")
         lines.append(f"| {split} | **all** | {block['n']} | {_ci(block, 'mean', ci_prefix='')} |")
-    lines.append(f"\nfluency: {_fmt(results.get('fluency'), 2)} bits (n-gram entropy of free answers)")
+    lines.append(f"\nfluency: {fmt(results.get('fluency'), 2)} bits (n-gram entropy of free answers)")
     return "\n".join(lines)
