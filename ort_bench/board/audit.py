@@ -63,8 +63,7 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     if resolved.fingerprint != res.model.fingerprint:
         raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
                             f"fingerprint {res.model.fingerprint[:12]}: not the checkpoint that was scored")
-    recs = [json.loads(line) for line in (folder / "records.jsonl").read_text(encoding="utf-8").splitlines()]
-    model_recs = [r for r in recs if r["role"] == "model"]
+    model_recs = run.records["model"]  # read and checked by verify_run
     chosen = set(_sample_items(model_recs, sample, seed))
     old = [r for r in model_recs if (r.get("item_id") or r["probe_id"]) in chosen]
     if run.probes is None:

@@ -24,7 +24,8 @@ import math
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date as Date
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
 from ort_bench.errors import OrtBenchError
+from ort_bench.jsonl import iter_objects
 from ort_bench.provenance import file_sha256, sha256_json
 from ort_bench.scoring.records import check_seal, record_key
 from ort_bench.scoring.results import Results, read_results
@@ -118,24 +120,15 @@ class VerifiedRun:
     recomputed: dict[str, Any]  # results.json as the records give it
     n_records: dict[str, int]
     probes: list[Any] | None = None  # the selection rebuilt from this repository (open versions only)
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # checked records by role, file order
 
 
-def _read_record_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _read_record_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, raw record) of a submitted records file, as written (the seal hashes it so)."""
     if not path.is_file():
         raise OrtBenchError(f"{path}: no such records file (a run folder has results.json and records.jsonl)")
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise OrtBenchError(f"{path.name}:{lineno}: not a JSON record (a torn or edited line)") from None
-            if not isinstance(rec, dict):
-                raise OrtBenchError(f"{path.name}:{lineno}: not a JSON record")
-            out.append((lineno, rec))
-    return out
+    return iter_objects(path, name=path.name, not_json="not a JSON record (a torn or edited line)",
+                        not_object="not a JSON record")
 
 
 def _short(h: Any) -> str:
@@ -282,7 +275,7 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     d = _diff(submitted, recomputed, "")
     if d:
         raise OrtBenchError(f"results.json: {d} (scores are recomputed from the records, never taken as submitted)")
-    return VerifiedRun(run_dir, res, recomputed, {r: len(v) for r, v in by_role.items()}, probes)
+    return VerifiedRun(run_dir, res, recomputed, {r: len(v) for r, v in by_role.items()}, probes, by_role)
 
 
 def submissions_dir(root: str | Path | None = None, benchmark_version: str = BENCHMARK_VERSION) -> Path:

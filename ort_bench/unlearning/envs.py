@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.jsonl import iter_objects
 from ort_bench.paths import REPO_ROOT, data_dir
 
 ENVS: tuple[str, ...] = ("math", "sentiment")
@@ -187,15 +188,12 @@ def load_env(name: str, root: str | Path | None = None) -> list[EnvItem]:
     for path in (env_path(name, root), env_path(name, REPO_ROOT / "data")):
         if path.is_file():
             items = []
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        raw = json.loads(line)
-                        items.append(EnvItem(str(raw["id"]), str(raw["prompt"]), str(raw["answer"])))
-                    except (ValueError, KeyError, TypeError) as exc:
-                        raise OrtBenchError(f"{path}:{lineno}: not a fine-tuning item ({exc})") from None
+            for lineno, raw in iter_objects(path, not_json="not a fine-tuning item ({msg})",
+                                            not_object="not a fine-tuning item (not a JSON object)"):
+                try:
+                    items.append(EnvItem(str(raw["id"]), str(raw["prompt"]), str(raw["answer"])))
+                except KeyError as exc:
+                    raise OrtBenchError(f"{path}:{lineno}: not a fine-tuning item (no {exc})") from None
             return items
     return generate_env(name)
 
