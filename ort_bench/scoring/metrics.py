@@ -3,10 +3,10 @@
 Pure functions over numbers and pandas DataFrames of per-probe records (no model code), so that a
 results file, a leaderboard entry and a test all recompute the same numbers from the same records.
 
-Record columns used here (one row per probe and model):
-    probe_id, split ("forget" | "neighbour" | "utility"), form, lang, template_id, target, scorer
-    ("rouge_l_recall" | "choice_acc" | "prob"), primary (float: the probe's score under its scorer),
-    and optionally output (the model's free generation; used for fluency).
+Record columns (one row per probe and model; the fields are declared in `ort_bench.scoring.records.Record`,
+and `records_frame` makes the DataFrame): these need `REQUIRED_COLUMNS` (probe_id, split, form,
+scorer, primary: the probe's score under its scorer) and use output (free generations, for fluency)
+where present; metrics_v2 also reads the item fields, target, fact_ids, choice_logprobs and prob.
 
 Every number reported carries a direction (`DIRECTIONS`). Bootstrap intervals are percentile
 intervals over probes, deterministic for a given seed.

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ort_bench.benchmark import BENCHMARK_VERSION, BenchmarkVersion
+from ort_bench.benchmark import BENCHMARK_VERSION, BenchmarkVersion, get_version
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.records import Record, records_frame
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -129,23 +131,32 @@ def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | N
     return res.model_dump(mode="json")
 
 
-def results_from_records(version: BenchmarkVersion, model_records: list[dict[str, Any]],
-                         reference_records: list[dict[str, Any]] | None, *, model: dict, reference: dict | None,
-                         config: dict, params_hash: str, hashes: dict, versions: dict, n_probes: int,
-                         selection: dict) -> dict[str, Any]:
+def results_from_records(version: BenchmarkVersion, model_records: Sequence[Record | dict[str, Any]],
+                         reference_records: Sequence[Record | dict[str, Any]] | None, *, model: dict,
+                         reference: dict | None, config: dict, params_hash: str, hashes: dict, versions: dict,
+                         n_probes: int, selection: dict) -> dict[str, Any]:
     """The results file from per-probe records, under `version`'s definitions: the one path that both
-    `evaluate` (writing it) and `submit` (recomputing it to check it) take."""
-    import pandas as pd
-
-    model_df = pd.DataFrame(model_records)
+    `evaluate` (writing it) and `submit` (recomputing it to check it, `recompute_results`) take."""
+    model_df = records_frame(model_records)
     summary = version_summarize(version, model_df)
     comparison = None
     if reference_records is not None:
-        comparison = version_compare(version, model_df, pd.DataFrame(reference_records),
+        comparison = version_compare(version, model_df, records_frame(reference_records),
                                      train_form=selection.get("train_form"), seed=config.get("seed", 0))
     return build_results(version=version, model=model, reference=reference, config=config, params_hash=params_hash,
                          hashes=hashes, versions=versions, n_probes=n_probes, summary=summary,
                          comparison=comparison, selection=selection)
+
+
+def recompute_results(res: Results, model_records: Sequence[Record | dict[str, Any]],
+                      reference_records: Sequence[Record | dict[str, Any]] | None) -> dict[str, Any]:
+    """`res` as `results_from_records` gives it from these records, under the version, models,
+    parameters and selection `res` itself records: what a submitted results file must equal."""
+    dumped = res.model_dump(mode="json")
+    return results_from_records(
+        get_version(res.benchmark_version), model_records, reference_records, model=dumped["model"],
+        reference=dumped["reference"], config=res.config, params_hash=res.params_hash, hashes=res.hashes,
+        versions=res.versions, n_probes=res.n_probes, selection=res.selection)
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:

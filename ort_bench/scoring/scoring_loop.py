@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.probes import Probe
 from ort_bench.scoring import checkpoint
-from ort_bench.scoring.records import RecordWriter, check_seal, load_records, record_key
+from ort_bench.scoring.records import Record, RecordWriter, check_seal, load_records, record_key
 from ort_bench.scoring.selection import probe_hash
 
 if TYPE_CHECKING:
@@ -76,6 +76,19 @@ def score_probes(backend: Any, tokenizer: Any, probes: list[Probe], config: Eval
         rec["primary"] = rec["choice_acc"] if p.choices is not None else rec[p.scorer]
         records.append(rec)
     return records
+
+
+def make_record(p: Probe, answer: dict[str, Any], *, key: str, role: str, model_fingerprint: str, backend: str,
+                params_hash: str) -> Record:
+    """The record of probe `p` answered (`answer`, from `score_probes`): who answered, the probe's
+    fields repeated, the answer. Item fields only for probes that belong to an item."""
+    return Record(
+        key=key, role=role, model_fingerprint=model_fingerprint, backend=backend, params_hash=params_hash,
+        probe_id=p.id, probe_sha256=probe_hash(p), split=p.split, target=p.target, form=p.form, lang=p.lang,
+        template_id=p.template_id, fact_ids=list(p.fact_ids), scorer=p.scorer, answers=list(p.answers),
+        **({"item_id": p.item_id, "variant": p.variant, "item_size": p.item_size} if p.item_id else {}),
+        **answer,
+    )
 
 
 def _copy_reused(reuse: list[Path], keys: list[str], done: dict[str, dict[str, Any]], records_path: Path,
@@ -141,18 +154,9 @@ def score_model(
                 idx = todo[start:start + config.chunk_size]
                 chunk = [probes[i] for i in idx]
                 scored = score_probes(backend, tokenizer, chunk, config)
-                new = []
-                for i, p, rec in zip(idx, chunk, scored, strict=True):
-                    new.append({
-                        "key": keys[i], "role": role, "model_fingerprint": model.fingerprint,
-                        "backend": config.backend, "params_hash": params_hash, "probe_id": p.id,
-                        "probe_sha256": probe_hash(p), "split": p.split, "target": p.target, "form": p.form,
-                        "lang": p.lang, "template_id": p.template_id, "fact_ids": list(p.fact_ids),
-                        "scorer": p.scorer, "answers": list(p.answers),
-                        **({"item_id": p.item_id, "variant": p.variant, "item_size": p.item_size}
-                           if p.item_id else {}),
-                        **rec,
-                    })
+                new = [make_record(p, answer, key=keys[i], role=role, model_fingerprint=model.fingerprint,
+                                   backend=config.backend, params_hash=params_hash).to_dict()
+                       for i, p, answer in zip(idx, chunk, scored, strict=True)]
                 writer.write(new)
                 done.update((r["key"], r) for r in new)
                 bar.update(len(chunk))
