@@ -15,10 +15,10 @@ import platform
 import time
 
 from ort_bench.scoring.backends import GenerationParams, get_backend
-from ort_bench.scoring.evaluate import select_probes
 from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import load_tokenizer, resolve_model
 from ort_bench.scoring.prompting import format_prompt, join_continuation
+from ort_bench.scoring.selection import select_probes
 
 
 def run(backend, tokenizer, probes, max_new_tokens: int) -> tuple[float, list[str], list[float]]:

@@ -4,7 +4,9 @@ A version fixes its forms (all required on the forget split of a leaderboard run
 templates may use, the knowledge thresholds, the minimum evidence a form needs before it gets an
 efficacy, how scores are aggregated and how intervals are drawn, and whether utility is scored on
 held-out facts. Evaluate, metrics, submit and the leaderboard read it from here; nothing else spells
-a version out.
+a version out. A version is a plain description: which metrics module computes its numbers is
+decided in scoring (`ort_bench.scoring.results.version_compare` and its siblings), so this base
+module imports nothing above it.
 
 - **v1** (closed, read-only: its leaderboard still rebuilds from the stored records): one probe per
   item, probe-pooled means, probe bootstrap, utility on the retain set. Its choice forms measured
@@ -16,7 +18,7 @@ a version out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.scorers import SCORERS
@@ -52,38 +54,6 @@ class BenchmarkVersion:
 
     def threshold(self, scorer: str) -> float:
         return self.thresholds.get(scorer, SCORERS[scorer].known_threshold)
-
-    @property
-    def directions(self) -> dict[str, str]:
-        """The direction of every number this version's results report."""
-        if self.aggregation == "probes":
-            from ort_bench.scoring.metrics import DIRECTIONS
-
-            return DIRECTIONS
-        from ort_bench.scoring.metrics_v2 import DIRECTIONS_V2
-
-        return DIRECTIONS_V2
-
-    def compare(self, model_records: Any, reference_records: Any, **kw: Any) -> dict[str, Any]:
-        """The comparison block of results.json for this version: probe-pooled (ort_bench.scoring.metrics, v1)
-        or items over targets (ort_bench.scoring.metrics_v2)."""
-        if self.aggregation == "probes":
-            from ort_bench.scoring.metrics import compare
-
-            return compare(model_records, reference_records, **kw)
-        from ort_bench.scoring.metrics_v2 import compare_v2
-
-        return compare_v2(model_records, reference_records, version=self, **kw)
-
-    def summarize(self, records: Any, **kw: Any) -> dict[str, Any]:
-        """The per-split summary of one model alone (items, not probes, from v2 on)."""
-        from ort_bench.scoring import metrics
-
-        if self.aggregation == "probes":
-            return metrics.summarize_single(records, **kw)
-        from ort_bench.scoring.metrics_v2 import items_of
-
-        return metrics.summarize_single(items_of(records, self), **kw)
 
 
 V1 = BenchmarkVersion(

@@ -11,7 +11,7 @@ from typing import Any
 from ort_bench.benchmark import CURRENT
 from ort_bench.scoring.checkpoint import UNLEARN_CARD, has_card
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
-from ort_bench.scoring.results import _fmt
+from ort_bench.scoring.results import fmt as _fmt
 
 DEFAULT_TARGETS = ("france", "japan", "william_shakespeare")
 # 300 items per model, half of them forget items: a form's efficacy needs 5 items the original knows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -30,6 +30,18 @@ def iter_jsonl(path: str | Path, model: type[M]) -> Iterator[M]:
 def iter_jsonl_numbered(path: str | Path, model: type[M]) -> Iterator[tuple[int, M]]:
     """Like `iter_jsonl`, with each record's line number (for errors found after parsing)."""
     path = Path(path)
+    for lineno, raw in iter_objects(path):
+        yield lineno, validate_line(model, raw, f"{path}:{lineno}")
+
+
+def iter_objects(path: str | Path, *, name: str | None = None, not_json: str = "not valid JSON ({msg})",
+                 not_object: str = "expected a JSON object") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) for every non-blank line, not yet validated: for readers that need
+    the raw object (a record's seal hashes it as written) or build something other than a model. A
+    line that is not UTF-8, not JSON or not an object raises OrtBenchError naming `name` (default: the
+    path) and the line; `not_json` (may use `{msg}`) and `not_object` are the reader's own wording."""
+    path = Path(path)
+    name = str(path) if name is None else name
     if not path.is_file():
         raise OrtBenchError(f"{path}: no such file")
     with path.open("rb") as fh:
@@ -37,20 +49,25 @@ def iter_jsonl_numbered(path: str | Path, model: type[M]) -> Iterator[tuple[int,
             try:
                 line = raw_line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise OrtBenchError(f"{path}:{lineno}: not UTF-8 text (byte {raw_line[exc.start]:#04x} at column "
+                raise OrtBenchError(f"{name}:{lineno}: not UTF-8 text (byte {raw_line[exc.start]:#04x} at column "
                                     f"{exc.start + 1})") from None
             if not line.strip():
                 continue
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise OrtBenchError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                raise OrtBenchError(f"{name}:{lineno}: {not_json.format(msg=exc.msg)}") from None
             if not isinstance(raw, dict):
-                raise OrtBenchError(f"{path}:{lineno}: expected a JSON object")
-            try:
-                yield lineno, model.model_validate(raw)
-            except ValidationError as exc:
-                raise OrtBenchError(f"{path}:{lineno}: {describe_validation_error(exc)}") from None
+                raise OrtBenchError(f"{name}:{lineno}: {not_object}")
+            yield lineno, raw
+
+
+def validate_line(model: type[M], raw: Any, where: str) -> M:
+    """`raw` as `model`; an invalid one raises OrtBenchError '`where`: field: message' (one line)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise OrtBenchError(f"{where}: {describe_validation_error(exc)}") from None
 
 
 def read_jsonl(path: str | Path, model: type[M]) -> list[M]:

@@ -23,7 +23,7 @@ from typing import Any
 from ort_bench.cli import _limit
 from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
-from ort_bench.scoring.results import _fmt
+from ort_bench.scoring.results import fmt as _fmt
 from ort_bench.unlearning.attacks import finetune_attack
 from ort_bench.unlearning.methods import METHODS, in_table_order, make_config
 from ort_bench.unlearning.unlearn import unlearn

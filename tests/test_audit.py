@@ -75,3 +75,14 @@ def test_another_checkpoint_is_refused(scored, make_tiny_model):
     run, _, _ = scored
     with pytest.raises(OrtBenchError, match="is not the submission's model fingerprint"):
         audit(run, model=str(make_tiny_model(seed=2)), write=False)
+
+
+def test_the_audit_rescores_with_the_public_scoring_function(scored, monkeypatch):
+    """Audit re-scores through `scoring_loop.score_probes`, the function evaluate scores with."""
+    from ort_bench.scoring import scoring_loop
+
+    calls: list[int] = []
+    real = scoring_loop.score_probes
+    monkeypatch.setattr(scoring_loop, "score_probes", lambda *a, **kw: calls.append(len(a[2])) or real(*a, **kw))
+    report = audit(scored[0], sample=3, seed=1, write=False)
+    assert calls == [report["probes"]] and report["probes"] >= 3

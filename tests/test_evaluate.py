@@ -33,7 +33,7 @@ def fixture_kb(monkeypatch):
 def n_probes() -> int:
     """Probes of a full run on the fixture KB (items expanded: true/false pairs, MCQ rotations;
     neighbour and utility on retain-eval facts)."""
-    from ort_bench.scoring.evaluate import select_probes
+    from ort_bench.scoring.selection import select_probes
 
     return len(select_probes()[0])
 
@@ -113,7 +113,7 @@ def test_limit_spreads_over_forms(tiny_llama_dir, tmp_path):
 
 
 def test_limit_spreads_over_targets_inside_a_form_and_can_differ_per_split(monkeypatch):
-    from ort_bench.scoring.evaluate import select_probes
+    from ort_bench.scoring.selection import select_probes
 
     monkeypatch.delenv("ORT_BENCH_DATA")  # the shipped KB: many targets
     monkeypatch.delenv("ORT_BENCH_TEMPLATES")

@@ -20,10 +20,11 @@ from ort_bench.board.submit import required_forms, submit, verify_run
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.templates import FORMS
 from ort_bench.scorers import choice_scores, decide_choice, get_scorer
-from ort_bench.scoring.evaluate import EvalConfig, probe_hash, select_probes
+from ort_bench.scoring.evaluate import EvalConfig
 from ort_bench.scoring.metrics import rouge_l_recall
 from ort_bench.scoring.records import RecordWriter, put_in_order, record_key, seal
 from ort_bench.scoring.results import results_from_records, write_results
+from ort_bench.scoring.selection import probe_hash, select_probes
 
 TARGETS = ["france", "japan", "william_shakespeare"]  # v2 scores a form only with known items from 3 targets
 CONFIG = {"backend": "hf", "max_new_tokens": 32, "seed": 0, "dtype": "float32"}
@@ -221,6 +222,13 @@ def test_record_edited_without_its_hash_is_refused_naming_the_line(run: Path, tm
     refused(run, r"^records\.jsonl:7: record edited without its hash", tmp_path)
 
 
+def test_a_resealed_record_with_a_malformed_field_is_refused_naming_line_and_field(run: Path, tmp_path: Path):
+    edit_record(run, 5, lambda r: r.update(primary="1.0"), reseal=True)
+    refused(run, r"^records\.jsonl:5: primary: Input should be a number$", tmp_path)
+    edit_record(run, 5, lambda r: r.update(primary=1.0, bonus="x"), reseal=True)
+    refused(run, r"^records\.jsonl:5: bonus: Extra inputs are not permitted$", tmp_path)
+
+
 def _first_line(run: Path, pred) -> int:
     lines = (run / "records.jsonl").read_text().splitlines()
     return next(i for i, line in enumerate(lines, start=1) if pred(json.loads(line)))
@@ -359,6 +367,34 @@ def test_a_model_scored_against_itself_uses_one_set_of_answers(tiny_llama_dir, t
              config=EvalConfig(max_new_tokens=4), progress=False)
     by_role = _check_records(tmp_path / "self" / "records.jsonl", read_results(tmp_path / "self" / "results.json"))
     assert by_role["model"] and by_role["reference"] == by_role["model"]
+
+
+def test_evaluate_and_submit_share_results_from_records(tiny_llama_dir, make_tiny_model, tmp_path: Path,
+                                                       monkeypatch):
+    """The results file evaluate writes is what submit's recomputation gives from the same records: both
+    go through `results.results_from_records`, once each."""
+    from ort_bench.board.submit import _check_records, recompute_results
+    from ort_bench.scoring import results as results_module
+    from ort_bench.scoring.evaluate import EvalConfig, evaluate
+    from ort_bench.scoring.results import read_results
+
+    calls: list[str] = []
+    real = results_module.results_from_records
+    monkeypatch.setattr(results_module, "results_from_records",
+                        lambda *a, **kw: calls.append(a[0].name) or real(*a, **kw))
+    fix = Path(__file__).parent / "fixtures"
+    monkeypatch.setenv("ORT_BENCH_DATA", str(fix / "kb"))
+    monkeypatch.setenv("ORT_BENCH_TEMPLATES", str(fix / "templates"))
+    run = tmp_path / "run"
+    evaluate(str(make_tiny_model(seed=1)), run, reference=str(tiny_llama_dir), splits=["forget"],
+             config=EvalConfig(max_new_tokens=4), progress=False, train_form="qa")
+    written = json.loads((run / "results.json").read_text())
+    res = read_results(run / "results.json")
+    recomputed = recompute_results(res, _check_records(run / "records.jsonl", res))
+    assert calls == [CURRENT.name, CURRENT.name]
+    written.pop("created_at")
+    recomputed.pop("created_at")
+    assert recomputed == written and written["comparison"] is not None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from ort_bench.board.leaderboard import build_leaderboard
 from ort_bench.board.submit import submit
 from ort_bench.cli import main
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.evaluate import EvalConfig, evaluate, select_probes
+from ort_bench.scoring.evaluate import EvalConfig, evaluate
 from ort_bench.scoring.records import RunLock, seal
+from ort_bench.scoring.selection import select_probes
 
 FIX = Path(__file__).parent / "fixtures"
 FAST = EvalConfig(max_new_tokens=4, chunk_size=8)

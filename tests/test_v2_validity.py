@@ -1,7 +1,7 @@
 """Benchmark v2: a number must mean what its name says.
 
 - True/false renders as pairs and MCQ as rotations; answerers with no knowledge (always the first
-  option, always "True", always "False", random) run through the real scoring code (`_score_chunk`)
+  option, always "True", always "False", random) run through the real scoring code (`score_probes`)
   with fake backends and know no item of any choice form, and never define an efficacy.
 - Scores are means over targets; intervals resample targets; a form needs 5 known items from 3 targets.
 - No retain-eval fact reaches a method (unlearn card) and only retain-eval facts are scored.
@@ -24,9 +24,11 @@ from ort_bench.kb.facts import load_kb, retain_half
 from ort_bench.scorers import NEUTRAL_PROMPT, SCORERS, choice_scores, get_scorer
 from ort_bench.scoring import metrics
 from ort_bench.scoring.backends import Backend, LogLikelihood
-from ort_bench.scoring.evaluate import EvalConfig, _score_chunk, select_probes
+from ort_bench.scoring.evaluate import EvalConfig
 from ort_bench.scoring.metrics_v2 import compare_v2, items_of
 from ort_bench.scoring.prompting import format_prompt
+from ort_bench.scoring.scoring_loop import score_probes
+from ort_bench.scoring.selection import select_probes
 
 TARGETS = ["william_shakespeare", "isaac_newton", "hamlet", "japan", "france", "paris", "london", "nasa"]
 TOKENIZER = SimpleNamespace(chat_template=None, bos_token=None)  # plain prompts: the fakes read them as text
@@ -127,7 +129,7 @@ def _oracle(probes):
 
 
 def _records(rule, probes) -> pd.DataFrame:
-    scored = _score_chunk(Answerer(rule), TOKENIZER, probes, EvalConfig())
+    scored = score_probes(Answerer(rule), TOKENIZER, probes, EvalConfig())
     rows = []
     for p, rec in zip(probes, scored, strict=True):
         rows.append({"probe_id": p.id, "split": p.split, "target": p.target, "form": p.form, "scorer": p.scorer,
@@ -188,7 +190,7 @@ def test_rank_rotations_are_one_decision_and_share_their_likelihoods(choice_prob
             calls.extend(requests)
             return super().loglikelihood(requests)
 
-    _score_chunk(Counting(ANSWERERS["random"]), TOKENIZER, ranked, EvalConfig())
+    score_probes(Counting(ANSWERERS["random"]), TOKENIZER, ranked, EvalConfig())
     assert len(calls) == len(set(calls)) <= 2 * 4 * 2  # 2 items x 4 options, after the prompt and the neutral one
 
 

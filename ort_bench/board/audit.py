@@ -48,8 +48,9 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     how to load it; the dtype is the one the submission was scored with (another one is refused)."""
     from ort_bench.board.submit import verify_run
     from ort_bench.scoring.backends import make_backend
-    from ort_bench.scoring.evaluate import EvalConfig, _score_chunk
+    from ort_bench.scoring.evaluate import EvalConfig
     from ort_bench.scoring.models import load_tokenizer, resolve_model
+    from ort_bench.scoring.scoring_loop import score_probes
 
     if sample < 1:
         raise OrtBenchError(f"--sample must be at least 1 (got {sample})")
@@ -62,8 +63,7 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     if resolved.fingerprint != res.model.fingerprint:
         raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
                             f"fingerprint {res.model.fingerprint[:12]}: not the checkpoint that was scored")
-    recs = [json.loads(line) for line in (folder / "records.jsonl").read_text(encoding="utf-8").splitlines()]
-    model_recs = [r for r in recs if r["role"] == "model"]
+    model_recs = run.records["model"]  # read and checked by verify_run
     chosen = set(_sample_items(model_recs, sample, seed))
     old = [r for r in model_recs if (r.get("item_id") or r["probe_id"]) in chosen]
     if run.probes is None:
@@ -78,7 +78,7 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     config = EvalConfig(**cfg, **{k: v for k, v in load.given().items() if k != "dtype"})
     backend = make_backend(config.backend, resolved, config, seed=config.seed, **config.engine_settings())
     tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(resolved)
-    new = _score_chunk(backend, tokenizer, probes, config)
+    new = score_probes(backend, tokenizer, probes, config)
     for r, n in zip(old, new, strict=True):
         err = _compare(r, n, f"probe {r['probe_id']}")
         if err:

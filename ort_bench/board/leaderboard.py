@@ -20,6 +20,7 @@ from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
 from ort_bench.board.audit import read_audit
 from ort_bench.board.submit import required_forms, submissions_dir, verify_submission
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.results import fmt
 
 OUTPUT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "heatmap.svg", "index.html")
 
@@ -119,10 +120,6 @@ def collect_entries(root: str | Path | None = None, version: str = BENCHMARK_VER
 # Writers
 # --------------------------------------------------------------------------------------------------
 
-def _f(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
 def _ci(lo: float | None, hi: float | None) -> str:
     return "" if lo is None or hi is None else f"{lo:.2f}–{hi:.2f}"
 
@@ -167,7 +164,7 @@ def write_markdown(entries: list[dict[str, Any]], forms: tuple[str, ...], versio
             name = f"[{name}]({_md_url(e['link'])})"
         cells = [str(e["rank"]), name, _md_text(e["method"]), _md_text(e["model_name"])]
         for k, _, _ in HEADLINE:
-            v = _f(e[k])
+            v = fmt(e[k])
             ci = _ci(e.get(f"{k}_ci_low"), e.get(f"{k}_ci_high"))
             if k == "worst_form_efficacy" and e["worst_form"]:
                 v += f" ({_md_text(e['worst_form'])})"
@@ -175,7 +172,7 @@ def write_markdown(entries: list[dict[str, Any]], forms: tuple[str, ...], versio
         for f in forms:
             c = e["forms"][f]
             ci = _ci(c["ci_low"], c["ci_high"])
-            cells.append(f"{_f(c['efficacy'])} [{ci}]" if ci else _f(c["efficacy"]))
+            cells.append(f"{fmt(c['efficacy'])} [{ci}]" if ci else fmt(c["efficacy"]))
         if audits:
             cells.append(_audit_text(e.get("audit")))
         lines.append("| " + " | ".join(cells) + " |")
@@ -188,7 +185,7 @@ def write_markdown(entries: list[dict[str, Any]], forms: tuple[str, ...], versio
                   "Model / reference; ↓ for the model.", "",
                   "| Name | " + " | ".join(_md_text(f) for f in forms) + " |", "|---|" + "---:|" * len(forms)]
         for e in entries:
-            cells = [f"{_f(e['forms'][f].get('prob_model'))} / {_f(e['forms'][f].get('prob_reference'))}"
+            cells = [f"{fmt(e['forms'][f].get('prob_model'))} / {fmt(e['forms'][f].get('prob_reference'))}"
                      for f in forms]
             lines.append(f"| {_md_text(e['name'])} | " + " | ".join(cells) + " |")
     lines += ["", "## Columns", ""]
@@ -349,14 +346,14 @@ def write_html(entries: list[dict[str, Any]], forms: tuple[str, ...], version: s
             {"v": e["model_name"] or "", "text": e["model_name"] or "", "cls": "text"},
         ]
         for k, _, _ in HEADLINE:
-            text = _f(e[k])
+            text = fmt(e[k])
             if k == "worst_form_efficacy" and e["worst_form"]:
                 text += f" ({e['worst_form']})"
             cells.append({"v": num(e[k]), "text": text, "cls": "headline" if k == "ort_score" else "",
                           "ci": _ci(e.get(f"{k}_ci_low"), e.get(f"{k}_ci_high"))})
         for f in forms:
             c = e["forms"][f]
-            cells.append({"v": num(c["efficacy"]), "text": _f(c["efficacy"]), "cls": "",
+            cells.append({"v": num(c["efficacy"]), "text": fmt(c["efficacy"]), "cls": "",
                           "ci": _ci(c["ci_low"], c["ci_high"])})
         if audits:
             cells.append({"v": _audit_text(e.get("audit")), "text": _audit_text(e.get("audit")), "cls": "text"})

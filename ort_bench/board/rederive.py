@@ -55,7 +55,7 @@ def check_params(res: Any) -> None:
 
 def rebuild_probes(res: Any) -> list[Any]:
     """The probes this ort-bench renders for the run's recorded selection, in run order."""
-    from ort_bench.scoring.evaluate import select_probes
+    from ort_bench.scoring.selection import select_probes
 
     sel = res.selection
     if "probes_file" in res.hashes:
@@ -73,7 +73,7 @@ def rebuild_probes(res: Any) -> list[Any]:
 
 def check_against_probes(probes: list[Any], records: list[dict[str, Any]], role: str) -> None:
     """Every record is about one rebuilt probe, repeats its fields, and every probe has a record."""
-    from ort_bench.scoring.evaluate import probe_hash
+    from ort_bench.scoring.selection import probe_hash
 
     by_id = {p.id: p for p in probes}
     seen: set[str] = set()

@@ -4,7 +4,8 @@ A submission is an `ort-bench evaluate` run folder (`results.json` + `records.js
 reference) plus the submitter's metadata. `submit` checks it and copies it into
 `leaderboards/<benchmark-version>/submissions/<name>/`:
 
-- every record still carries its own hash (`record_sha256`) and a key that matches its fields;
+- every record still carries its own hash (`record_sha256`), has the fields of a `Record` (a bad
+  one is named by line and field) and a key that matches them;
 - the records belong to the models `results.json` names (fingerprints), with its scoring
   parameters, and cover exactly the probes it says were scored, in order;
 - the run was scored on a benchmark version open for entries, with a reference, on every form of it;
@@ -24,7 +25,8 @@ import math
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date as Date
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,8 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
 from ort_bench.errors import OrtBenchError
+from ort_bench.jsonl import iter_objects, validate_line
 from ort_bench.provenance import file_sha256, sha256_json
-from ort_bench.scoring.records import check_seal, record_key
+from ort_bench.scoring.records import Record, check_seal, record_key
 from ort_bench.scoring.results import Results, read_results
 
 SUBMISSION_SCHEMA_VERSION = 1
@@ -118,24 +121,15 @@ class VerifiedRun:
     recomputed: dict[str, Any]  # results.json as the records give it
     n_records: dict[str, int]
     probes: list[Any] | None = None  # the selection rebuilt from this repository (open versions only)
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # checked records by role, file order
 
 
-def _read_record_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _read_record_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, raw record) of a submitted records file, as written (the seal hashes it so)."""
     if not path.is_file():
         raise OrtBenchError(f"{path}: no such records file (a run folder has results.json and records.jsonl)")
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise OrtBenchError(f"{path.name}:{lineno}: not a JSON record (a torn or edited line)") from None
-            if not isinstance(rec, dict):
-                raise OrtBenchError(f"{path.name}:{lineno}: not a JSON record")
-            out.append((lineno, rec))
-    return out
+    return iter_objects(path, name=path.name, not_json="not a JSON record (a torn or edited line)",
+                        not_object="not a JSON record")
 
 
 def _short(h: Any) -> str:
@@ -143,37 +137,35 @@ def _short(h: Any) -> str:
 
 
 def _check_records(path: Path, res: Results) -> dict[str, list[dict[str, Any]]]:
-    """Seals, keys, fingerprints, parameters and roles of every record; the records by role, in file order."""
+    """Seals, fields (`Record`), keys, fingerprints, parameters and roles of every record; the records
+    by role, in file order, as written."""
     fingerprints = {"model": res.model.fingerprint, "reference": res.reference.fingerprint if res.reference else None}
     backend = res.config.get("backend")
     by_role: dict[str, list[dict[str, Any]]] = {r: [] for r in ROLES}
     seen: dict[str, int] = {}
-    for lineno, rec in _read_record_lines(path):
+    for lineno, raw in _read_record_lines(path):
         where = f"{path.name}:{lineno}"
-        if not check_seal(rec):
+        if not check_seal(raw):
             raise OrtBenchError(f"{where}: record edited without its hash (record_sha256 does not match its content)")
-        role = rec.get("role")
-        if role not in ROLES:
-            raise OrtBenchError(f"{where}: unknown role {role!r} (expected model or reference)")
-        fp = rec.get("model_fingerprint")
+        if raw.get("role") not in ROLES:
+            raise OrtBenchError(f"{where}: unknown role {raw.get('role')!r} (expected model or reference)")
+        rec = validate_line(Record, raw, where)
+        role, fp = rec.role, rec.model_fingerprint
         if fp != fingerprints[role]:
             raise OrtBenchError(f"{where}: model_fingerprint {_short(fp)} of this {role} record does not match the "
                                 f"{role} fingerprint {_short(fingerprints[role])} in results.json")
-        if rec.get("params_hash") != res.params_hash:
-            raise OrtBenchError(f"{where}: params_hash {rec.get('params_hash')!r} does not match results.json's "
+        if rec.params_hash != res.params_hash:
+            raise OrtBenchError(f"{where}: params_hash {rec.params_hash!r} does not match results.json's "
                                 f"{res.params_hash!r}")
-        if rec.get("backend") != backend:
-            raise OrtBenchError(f"{where}: backend {rec.get('backend')!r} does not match results.json's {backend!r}")
-        try:
-            key = record_key(fp, rec["backend"], rec["params_hash"], rec["probe_sha256"])
-        except KeyError as exc:
-            raise OrtBenchError(f"{where}: record has no {exc.args[0]!r}") from None
-        if rec.get("key") != key:
+        if rec.backend != backend:
+            raise OrtBenchError(f"{where}: backend {rec.backend!r} does not match results.json's {backend!r}")
+        key = record_key(fp, rec.backend, rec.params_hash, rec.probe_sha256)
+        if rec.key != key:
             raise OrtBenchError(f"{where}: key does not match the record's fingerprint, backend, params and probe")
         if key in seen:
             raise OrtBenchError(f"{where}: duplicate record (same key as line {seen[key]})")
         seen[key] = lineno
-        by_role[role].append(rec)
+        by_role[role].append(raw)
     if res.reference and res.reference.fingerprint == res.model.fingerprint and not by_role["reference"]:
         by_role["reference"] = list(by_role["model"])  # a model scored against itself: one set of answers
     return by_role
@@ -239,14 +231,10 @@ def _diff(submitted: Any, recomputed: Any, path: str) -> str | None:
 
 def recompute_results(res: Results, by_role: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """results.json as `ort-bench evaluate` would write it from these records (`results_from_records`)."""
-    from ort_bench.scoring.results import results_from_records
+    from ort_bench.scoring.results import recompute_results as recompute
 
-    dumped = res.model_dump(mode="json")
     try:
-        return results_from_records(
-            get_version(res.benchmark_version), by_role["model"], by_role["reference"], model=dumped["model"],
-            reference=dumped["reference"], config=res.config, params_hash=res.params_hash, hashes=res.hashes,
-            versions=res.versions, n_probes=res.n_probes, selection=res.selection)
+        return recompute(res, by_role["model"], by_role["reference"])
     except ValueError as exc:
         raise OrtBenchError(f"{RECORDS_FILE}: cannot score the records ({exc})") from None
 
@@ -282,7 +270,7 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     d = _diff(submitted, recomputed, "")
     if d:
         raise OrtBenchError(f"results.json: {d} (scores are recomputed from the records, never taken as submitted)")
-    return VerifiedRun(run_dir, res, recomputed, {r: len(v) for r, v in by_role.items()}, probes)
+    return VerifiedRun(run_dir, res, recomputed, {r: len(v) for r, v in by_role.items()}, probes, by_role)
 
 
 def submissions_dir(root: str | Path | None = None, benchmark_version: str = BENCHMARK_VERSION) -> Path:

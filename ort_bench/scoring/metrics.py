@@ -3,10 +3,10 @@
 Pure functions over numbers and pandas DataFrames of per-probe records (no model code), so that a
 results file, a leaderboard entry and a test all recompute the same numbers from the same records.
 
-Record columns used here (one row per probe and model):
-    probe_id, split ("forget" | "neighbour" | "utility"), form, lang, template_id, target, scorer
-    ("rouge_l_recall" | "choice_acc" | "prob"), primary (float: the probe's score under its scorer),
-    and optionally output (the model's free generation; used for fluency).
+Record columns (one row per probe and model; the fields are declared in `ort_bench.scoring.records.Record`,
+and `records_frame` makes the DataFrame): these need `REQUIRED_COLUMNS` (probe_id, split, form,
+scorer, primary: the probe's score under its scorer) and use output (free generations, for fluency)
+where present; metrics_v2 also reads the item fields, target, fact_ids, choice_logprobs and prob.
 
 Every number reported carries a direction (`DIRECTIONS`). Bootstrap intervals are percentile
 intervals over probes, deterministic for a given seed.
@@ -21,7 +21,7 @@ import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -360,28 +360,48 @@ def _joined(model_records: pd.DataFrame, reference_records: pd.DataFrame) -> tup
     return join_model_reference(m, r, cols)
 
 
-def _retention_block(j: pd.DataFrame, n_boot: int, seed: int, alpha: float, label: str) -> dict[str, Any]:
-    """Retention clip(S(M)/S(M0), 0, 1) of one split over its known probes (mean over probes)."""
-    known = j[j["known"]]
+class _Paired(NamedTuple):
+    """Model and reference scores over the known probes of one form or split."""
+
+    n: int  # known probes
+    s_m: float  # mean score of the model (NaN without probes)
+    s_r: float  # ... and of the reference
+    sm: np.ndarray  # bootstrap replicate means of the model
+    sr: np.ndarray  # ... and of the reference (the same resampled probes)
+    cells: dict[str, float | None]  # score_model / score_reference with their intervals, for a results row
+
+
+def _paired_scores(known: pd.DataFrame, n_boot: int, seed: int, label: str, alpha: float) -> _Paired:
+    """Means and joint bootstrap (one seed per `label`) of model and reference over known probes:
+    what a form row and a retention block both start from."""
     vm, vr = known["primary"].to_numpy(float), known["primary_ref"].to_numpy(float)
     sm, sr = _boot_means([vm, vr], n_boot, np.random.default_rng(_form_seed(seed, label)))
     s_m = float(vm.mean()) if len(vm) else float("nan")
     s_r = float(vr.mean()) if len(vr) else float("nan")
+    m_lo, m_hi = _quantiles(sm, alpha)
+    r_lo, r_hi = _quantiles(sr, alpha)
+    cells = {"score_model": _num(s_m), "score_model_ci_low": _num(m_lo), "score_model_ci_high": _num(m_hi),
+             "score_reference": _num(s_r), "score_reference_ci_low": _num(r_lo),
+             "score_reference_ci_high": _num(r_hi)}
+    return _Paired(len(vm), s_m, s_r, sm, sr, cells)
+
+
+def _retention_block(j: pd.DataFrame, n_boot: int, seed: int, alpha: float, label: str) -> dict[str, Any]:
+    """Retention clip(S(M)/S(M0), 0, 1) of one split over its known probes (mean over probes)."""
+    known = j[j["known"]]
+    p = _paired_scores(known, n_boot, seed, label, alpha)
+    s_m, s_r, sm, sr = p.s_m, p.s_r, p.sm, p.sr
     ret = _ratio(s_m, s_r)
     with np.errstate(divide="ignore", invalid="ignore"):
         reps = np.clip(np.where(sr > 0, sm / sr, np.nan), 0.0, 1.0)
     lo, hi = _quantiles(reps, alpha)
-    m_lo, m_hi = _quantiles(sm, alpha)
-    r_lo, r_hi = _quantiles(sr, alpha)
     note = None
-    if len(vm) == 0:
+    if p.n == 0:
         note = "no known probes: retention undefined" if len(j) else "no probes in this split"
     elif not s_r > 0:
         note = "reference score is 0: retention undefined"
     return {
-        "n_total": len(j), "n_known": len(known),
-        "score_model": _num(s_m), "score_model_ci_low": _num(m_lo), "score_model_ci_high": _num(m_hi),
-        "score_reference": _num(s_r), "score_reference_ci_low": _num(r_lo), "score_reference_ci_high": _num(r_hi),
+        "n_total": len(j), "n_known": len(known), **p.cells,
         "retention": _num(min(max(ret, 0.0), 1.0)) if not math.isnan(ret) else None,
         "retention_ci_low": _num(lo), "retention_ci_high": _num(hi), "note": note,
     }
@@ -471,31 +491,24 @@ def compare(model_records: pd.DataFrame, reference_records: pd.DataFrame,
     for form in sorted(forget["form"].unique()):
         grp = forget[forget["form"] == form]
         kg = grp[grp["known"]]
-        vm, vr = kg["primary"].to_numpy(float), kg["primary_ref"].to_numpy(float)
-        sm, sr = _boot_means([vm, vr], n_boot, np.random.default_rng(_form_seed(seed, form)))
-        s_m = float(vm.mean()) if len(vm) else float("nan")
-        s_r = float(vr.mean()) if len(vr) else float("nan")
+        p = _paired_scores(kg, n_boot, seed, form, alpha)
+        s_m, s_r, sm, sr, n_known = p.s_m, p.s_r, p.sm, p.sr, p.n
         r_f = _ratio(s_m, s_r)
         e_f = float(_efficacy(r_f)) if not math.isnan(r_f) else float("nan")
         with np.errstate(divide="ignore", invalid="ignore"):
             e_reps = np.where(sr > 0, _efficacy(sm / np.where(sr > 0, sr, 1.0)), np.nan)
         excluded = None
-        if len(vm) == 0:
+        if n_known == 0:
             excluded = "no known probes: R undefined"
-        elif len(vm) < min_known:
-            excluded = f"only {len(vm)} known probes (fewer than {min_known}): too few to score"
+        elif n_known < min_known:
+            excluded = f"only {n_known} known probes (fewer than {min_known}): too few to score"
         elif not s_r > 0:
             excluded = "reference score is 0: R undefined"
         else:
             reps_by_form[form] = e_reps
-        m_lo, m_hi = _quantiles(sm, alpha)
-        r_lo, r_hi = _quantiles(sr, alpha)
         e_lo, e_hi = _quantiles(e_reps, alpha) if excluded is None else (float("nan"), float("nan"))
         form_rows.append({
-            "form": form, "n_total": len(grp), "n_known": len(kg),
-            "score_model": _num(s_m), "score_model_ci_low": _num(m_lo), "score_model_ci_high": _num(m_hi),
-            "score_reference": _num(s_r), "score_reference_ci_low": _num(r_lo),
-            "score_reference_ci_high": _num(r_hi),
+            "form": form, "n_total": len(grp), "n_known": len(kg), **p.cells,
             "retained_knowledge": _num(r_f) if excluded is None else None,
             "efficacy": _num(e_f) if excluded is None else None,
             "efficacy_ci_low": _num(e_lo), "efficacy_ci_high": _num(e_hi),

@@ -1,9 +1,14 @@
-"""The per-probe record store: append-only JSONL, keyed so that a killed run resumes and one model
-never reuses another's answers.
+"""The per-probe record (`Record`) and its store: append-only JSONL, keyed so that a killed run
+resumes and one model never reuses another's answers.
 
 A record's key hashes the model fingerprint, the backend, the scoring parameters and the probe's
 content (not just its id: a template edited under the same id must be answered again). Each record
 carries a hash of its own content, so an edited record is detected.
+
+`Record` declares every field a record may hold. Evaluate builds records through it, submit
+validates every submitted line with it, and the metrics read the DataFrame `records_frame` makes of
+them. Files stay plain JSON lines and records travel as dicts (`Record.to_dict`) where a dict is
+enough; the seal is always the hash of the JSON as written.
 """
 
 from __future__ import annotations
@@ -12,35 +17,116 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
+
+from pydantic import BaseModel, ConfigDict, PlainValidator
+from pydantic_core import PydanticCustomError
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.provenance import sha256_json
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 RECORD_FIELDS_HASHED_OUT = ("record_sha256",)
+
+
+def _number(value: Any) -> float | int:
+    """A score kept exactly as given (int or float): converting 1 to 1.0 would change the JSON that
+    a seal hashes."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("number", "Input should be a number")
+    return value
+
+
+Number = Annotated[float, PlainValidator(_number)]
+
+
+class Record(BaseModel):
+    """One probe answered by one model: what keys it, the probe's fields repeated (so a record is
+    read without the probes), the prompt as the model saw it, its answer and every score.
+
+    Fields with a default are left out of the JSON when they do not apply: item fields (v1 records,
+    probes that are items alone), per-option log-likelihoods (free-answer probes), neutral-prompt
+    likelihoods and calibrated scores (only the calibrated choice scorer). `to_dict` keeps exactly
+    the fields that were given, so a record read and written again seals to the same hash."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    # who answered what: `key` hashes fingerprint, backend, params_hash and probe_sha256 (`record_key`)
+    key: str
+    role: Literal["model", "reference"]
+    model_fingerprint: str
+    backend: str
+    params_hash: str
+    probe_id: str
+    probe_sha256: str
+    # the probe (board.rederive checks these against the probe ort-bench renders)
+    split: str
+    target: str | None
+    form: str
+    lang: str
+    template_id: str
+    fact_ids: list[str]
+    scorer: str
+    answers: list[str]
+    item_id: str | None = None
+    variant: str | None = None
+    item_size: int | None = None
+    # the answer and its scores (`primary`: the probe's decision under its scorer)
+    prompt_text: str
+    output: str
+    rouge_l_recall: Number | None
+    choice_acc: Number | None
+    prob: Number
+    choice_logprobs: list[Number] | None = None
+    choice_logprobs_neutral: list[Number] | None = None
+    choice_scores: list[Number] | None = None
+    primary: Number  # declared last but one: fields are written in this order
+    record_sha256: str | None = None  # `seal`: the hash of every other field
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as stored: the fields it was given, values as given."""
+        return self.model_dump(exclude_unset=True)
+
+
+def _as_dict(record: Record | Mapping[str, Any]) -> dict[str, Any]:
+    return record.to_dict() if isinstance(record, Record) else dict(record)
+
+
+def records_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame:
+    """Records as the metrics read them: a row per record, a column per `Record` field present."""
+    import pandas as pd
+
+    return pd.DataFrame([_as_dict(r) for r in records])
 
 
 def record_key(fingerprint: str, backend: str, params_hash: str, probe_hash: str) -> str:
     return hashlib.sha256(f"{fingerprint}|{backend}|{params_hash}|{probe_hash}".encode()).hexdigest()[:32]
 
 
-def seal(record: dict[str, Any]) -> dict[str, Any]:
+def seal(record: Record | Mapping[str, Any]) -> dict[str, Any]:
     """Add `record_sha256`, the hash of every other field."""
-    body = {k: v for k, v in record.items() if k not in RECORD_FIELDS_HASHED_OUT}
+    body = {k: v for k, v in _as_dict(record).items() if k not in RECORD_FIELDS_HASHED_OUT}
     return {**body, "record_sha256": sha256_json(body)}
 
 
-def check_seal(record: dict[str, Any]) -> bool:
-    body = {k: v for k, v in record.items() if k not in RECORD_FIELDS_HASHED_OUT}
-    return record.get("record_sha256") == sha256_json(body)
+def check_seal(record: Record | Mapping[str, Any]) -> bool:
+    """Does the record still hash to its `record_sha256` (not edited since it was sealed)?"""
+    data = _as_dict(record)
+    body = {k: v for k, v in data.items() if k not in RECORD_FIELDS_HASHED_OUT}
+    return data.get("record_sha256") == sha256_json(body)
 
 
 def load_records(path: Path, repair: bool = True, check: bool = True) -> dict[str, dict[str, Any]]:
-    """Records by key. A torn last line (a run killed while writing) is dropped with a warning, and
-    cut from the file only with `repair` (a run's own file; another run's, lent by `--reuse`, is only
-    read). A bad line anywhere else is an error naming the line; with `check`, so is a record whose
-    hash does not match its content (edited by hand: a resumed run must not trust it)."""
+    """Records by key, as written (dicts; `Record.model_validate` one where typed fields are needed:
+    the seal already guards a run's own records). A torn last line (a run killed while writing) is
+    dropped with a warning, and cut from the file only with `repair` (a run's own file; another
+    run's, lent by `--reuse`, is only read). A bad line anywhere else is an error naming the line;
+    with `check`, so is a record whose hash does not match its content (edited by hand: a resumed
+    run must not trust it)."""
     out: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return out
@@ -140,7 +226,7 @@ class RecordWriter:
         self.path = path
         self._fh: TextIO = path.open("a", encoding="utf-8", newline="\n")
 
-    def write(self, records: list[dict[str, Any]]) -> None:
+    def write(self, records: Iterable[Record | Mapping[str, Any]]) -> None:
         for rec in records:
             self._fh.write(json.dumps(seal(rec), ensure_ascii=False, separators=(",", ":")) + "\n")
         self._fh.flush()

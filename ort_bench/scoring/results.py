@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ort_bench.benchmark import BENCHMARK_VERSION, BenchmarkVersion
+from ort_bench.benchmark import BENCHMARK_VERSION, BenchmarkVersion, get_version
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.records import Record, records_frame
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -69,6 +71,42 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def version_directions(version: BenchmarkVersion) -> dict[str, str]:
+    """The direction of every number `version`'s results report (v1: probe-pooled metrics, v2 on:
+    items over targets)."""
+    if version.aggregation == "probes":
+        from ort_bench.scoring.metrics import DIRECTIONS
+
+        return DIRECTIONS
+    from ort_bench.scoring.metrics_v2 import DIRECTIONS_V2
+
+    return DIRECTIONS_V2
+
+
+def version_compare(version: BenchmarkVersion, model_records: Any, reference_records: Any,
+                    **kw: Any) -> dict[str, Any]:
+    """The comparison block of results.json under `version`: probe-pooled (`metrics.compare`, v1) or
+    items over targets (`metrics_v2.compare_v2`)."""
+    if version.aggregation == "probes":
+        from ort_bench.scoring.metrics import compare
+
+        return compare(model_records, reference_records, **kw)
+    from ort_bench.scoring.metrics_v2 import compare_v2
+
+    return compare_v2(model_records, reference_records, version=version, **kw)
+
+
+def version_summarize(version: BenchmarkVersion, records: Any, **kw: Any) -> dict[str, Any]:
+    """The per-split summary of one model alone under `version` (items, not probes, from v2 on)."""
+    from ort_bench.scoring import metrics
+
+    if version.aggregation == "probes":
+        return metrics.summarize_single(records, **kw)
+    from ort_bench.scoring.metrics_v2 import items_of
+
+    return metrics.summarize_single(items_of(records, version), **kw)
+
+
 def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | None, config: dict,
                   params_hash: str, hashes: dict, versions: dict, n_probes: int, summary: dict,
                   comparison: dict | None, selection: dict) -> dict[str, Any]:
@@ -86,30 +124,39 @@ def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | N
     res = Results(
         benchmark_version=version.name, created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         model=ModelInfo(**model), reference=ModelInfo(**reference) if reference else None,
-        directions=version.directions, forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
+        directions=version_directions(version), forms=forms, splits=summary, comparison=comparison, n_probes=n_probes,
         selection=selection, config=config, params_hash=params_hash, hashes=hashes, versions=versions,
         **headline,
     )
     return res.model_dump(mode="json")
 
 
-def results_from_records(version: BenchmarkVersion, model_records: list[dict[str, Any]],
-                         reference_records: list[dict[str, Any]] | None, *, model: dict, reference: dict | None,
-                         config: dict, params_hash: str, hashes: dict, versions: dict, n_probes: int,
-                         selection: dict) -> dict[str, Any]:
+def results_from_records(version: BenchmarkVersion, model_records: Sequence[Record | dict[str, Any]],
+                         reference_records: Sequence[Record | dict[str, Any]] | None, *, model: dict,
+                         reference: dict | None, config: dict, params_hash: str, hashes: dict, versions: dict,
+                         n_probes: int, selection: dict) -> dict[str, Any]:
     """The results file from per-probe records, under `version`'s definitions: the one path that both
-    `evaluate` (writing it) and `submit` (recomputing it to check it) take."""
-    import pandas as pd
-
-    model_df = pd.DataFrame(model_records)
-    summary = version.summarize(model_df)
+    `evaluate` (writing it) and `submit` (recomputing it to check it, `recompute_results`) take."""
+    model_df = records_frame(model_records)
+    summary = version_summarize(version, model_df)
     comparison = None
     if reference_records is not None:
-        comparison = version.compare(model_df, pd.DataFrame(reference_records),
+        comparison = version_compare(version, model_df, records_frame(reference_records),
                                      train_form=selection.get("train_form"), seed=config.get("seed", 0))
     return build_results(version=version, model=model, reference=reference, config=config, params_hash=params_hash,
                          hashes=hashes, versions=versions, n_probes=n_probes, summary=summary,
                          comparison=comparison, selection=selection)
+
+
+def recompute_results(res: Results, model_records: Sequence[Record | dict[str, Any]],
+                      reference_records: Sequence[Record | dict[str, Any]] | None) -> dict[str, Any]:
+    """`res` as `results_from_records` gives it from these records, under the version, models,
+    parameters and selection `res` itself records: what a submitted results file must equal."""
+    dumped = res.model_dump(mode="json")
+    return results_from_records(
+        get_version(res.benchmark_version), model_records, reference_records, model=dumped["model"],
+        reference=dumped["reference"], config=res.config, params_hash=res.params_hash, hashes=res.hashes,
+        versions=res.versions, n_probes=res.n_probes, selection=res.selection)
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
@@ -127,7 +174,9 @@ def read_results(path: Path) -> Results:
         raise OrtBenchError(f"{path}: not a valid results file ({str(exc).splitlines()[0]})") from None
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number as every table shows it: `digits` decimals, "—" for a missing one (None), anything
+    that is not a float (a count, a name) as it is."""
     return "—" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
@@ -135,7 +184,7 @@ def _ci(row: dict[str, Any], key: str, ci_prefix: str | None = None) -> str:
     """`row[key]` with its bootstrap CI, read from `{ci_prefix}ci_low/high` (default prefix `{key}_`)."""
     p = f"{key}_" if ci_prefix is None else ci_prefix
     lo, hi = row.get(f"{p}ci_low"), row.get(f"{p}ci_high")
-    return f"{_fmt(row.get(key))} [{_fmt(lo, 2)}, {_fmt(hi, 2)}]" if lo is not None else _fmt(row.get(key))
+    return f"{fmt(row.get(key))} [{fmt(lo, 2)}, {fmt(hi, 2)}]" if lo is not None else fmt(row.get(key))
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -153,24 +202,24 @@ def markdown_table(results: dict[str, Any]) -> str:
         for r in results["forms"]:
             eff = _ci(r, "efficacy") if r.get("excluded") is None else f"— ({r['excluded']})"
             if v2:
-                lines.append(f"| {r['form']} | {_fmt(r['chance'], 3)} | {r['n_known']} / {r['n_total']} "
-                             f"({r['n_targets_known']}) | {_fmt(r['score_reference'])} | {_fmt(r['score_model'])} | "
-                             f"{_fmt(r['retained_knowledge'])} | {eff} | {_fmt(r['prob_model'])} / "
-                             f"{_fmt(r['prob_reference'])} |")
+                lines.append(f"| {r['form']} | {fmt(r['chance'], 3)} | {r['n_known']} / {r['n_total']} "
+                             f"({r['n_targets_known']}) | {fmt(r['score_reference'])} | {fmt(r['score_model'])} | "
+                             f"{fmt(r['retained_knowledge'])} | {eff} | {fmt(r['prob_model'])} / "
+                             f"{fmt(r['prob_reference'])} |")
             else:
-                lines.append(f"| {r['form']} | {r['n_known']} / {r['n_total']} | {_fmt(r['score_reference'])} | "
-                             f"{_fmt(r['score_model'])} | {_fmt(r['retained_knowledge'])} | {eff} |")
+                lines.append(f"| {r['form']} | {r['n_known']} / {r['n_total']} | {fmt(r['score_reference'])} | "
+                             f"{fmt(r['score_model'])} | {fmt(r['retained_knowledge'])} | {eff} |")
         lines += [
             "",
-            f"- worst-form efficacy (↑): **{_fmt(results['worst_form_efficacy'])}** ({results['worst_form']})",
-            f"- form gap max E - min E (↓): {_fmt(results['form_gap'])}",
+            f"- worst-form efficacy (↑): **{fmt(results['worst_form_efficacy'])}** ({results['worst_form']})",
+            f"- form gap max E - min E (↓): {fmt(results['form_gap'])}",
         ]
         if results.get("train_form_gap") is not None:
-            lines.append(f"- E(train form) - WFE (↓): {_fmt(results['train_form_gap'])}")
+            lines.append(f"- E(train form) - WFE (↓): {fmt(results['train_form_gap'])}")
         lines += [
-            f"- utility (↑): {_fmt(results['utility'])} (neighbour retention {_fmt(c.get('neighbour_retention'))}, "
-            f"general retention {_fmt(c.get('general_retention'))}); fluency {_fmt(results.get('fluency'), 2)} bits",
-            f"- ORT score (↑): **{_fmt(results['ort_score'])}**",
+            f"- utility (↑): {fmt(results['utility'])} (neighbour retention {fmt(c.get('neighbour_retention'))}, "
+            f"general retention {fmt(c.get('general_retention'))}); fluency {fmt(results.get('fluency'), 2)} bits",
+            f"- ORT score (↑): **{fmt(results['ort_score'])}**",
             f"- {'items' if v2 else 'probes'} the reference knows: {c['n_known']} of {c['n_total']}",
         ]
         return "\n".join(lines)
@@ -181,5 +230,5 @@ def markdown_table(results: dict[str, Any]) -> str:
         for r in block["forms"]:
             lines.append(f"| {split} | {r['form']} | {r['n']} | {_ci(r, 'mean', ci_prefix='')} |")
         lines.append(f"| {split} | **all** | {block['n']} | {_ci(block, 'mean', ci_prefix='')} |")
-    lines.append(f"\nfluency: {_fmt(results.get('fluency'), 2)} bits (n-gram entropy of free answers)")
+    lines.append(f"\nfluency: {fmt(results.get('fluency'), 2)} bits (n-gram entropy of free answers)")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.jsonl import iter_objects
 from ort_bench.paths import REPO_ROOT, data_dir
 
 ENVS: tuple[str, ...] = ("math", "sentiment")
@@ -186,18 +187,15 @@ def load_env(name: str, root: str | Path | None = None) -> list[EnvItem]:
         raise OrtBenchError(f"unknown fine-tuning environment {name!r} (choose from {', '.join(ENVS)})")
     for path in (env_path(name, root), env_path(name, REPO_ROOT / "data")):
         if path.is_file():
-            lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: items may hold U+2028
-            return [_parse_item(path, n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+            items = []
+            for lineno, raw in iter_objects(path, not_json="not a fine-tuning item ({msg})",
+                                            not_object="not a fine-tuning item (not a JSON object)"):
+                try:
+                    items.append(EnvItem(str(raw["id"]), str(raw["prompt"]), str(raw["answer"])))
+                except KeyError as exc:
+                    raise OrtBenchError(f"{path}:{lineno}: not a fine-tuning item (no {exc})") from None
+            return items
     return generate_env(name)
-
-
-def _parse_item(path: Path, lineno: int, line: str) -> EnvItem:
-    """One JSONL line as an item; a bad line is a one-line error naming file and line."""
-    try:
-        raw = json.loads(line)
-        return EnvItem(str(raw["id"]), str(raw["prompt"]), str(raw["answer"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise OrtBenchError(f"{path}:{lineno}: not a fine-tuning item ({exc})") from None
 
 
 def env_hash(items: list[EnvItem]) -> str:
