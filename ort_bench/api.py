@@ -23,8 +23,7 @@ from ort_bench.kb.render import render, validate_templates
 from ort_bench.kb.templates import load_templates
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
 from ort_bench.scoring.load_options import LoadOptions
-from ort_bench.scoring.results import _fmt as fmt
-from ort_bench.scoring.results import markdown_table
+from ort_bench.scoring.results import fmt, markdown_table
 from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
 from ort_bench.unlearning.methods import METHODS, make_config
 from ort_bench.unlearning.unlearn import unlearn

@@ -174,7 +174,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ort_bench.demo import run_demo
 
-    run_demo(args.out, args.targets, args.method, args.steps, args.lr, args.limit)
+    run_demo(args.out, args.targets, args.method, args.steps, args.lr, args.limit, load=LoadOptions.from_args(args))
     return 0
 
 
@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=_limit, default=None,
                    help="items per split, spread over forms and targets: N or split=N,... (default: "
                    + ",".join(f"{k}={v}" for k, v in DEFAULT_LIMIT.items()) + ")")
+    add_load_options(d)
     d.set_defaults(func=cmd_demo)
 
     au = sub.add_parser("audit", help="re-score a sample of a submission's items with its checkpoint",

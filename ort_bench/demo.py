@@ -4,14 +4,14 @@ print the bias table (per-form efficacy, worst form, form gap, utility, ORT scor
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
+from ort_bench import api
 from ort_bench.benchmark import CURRENT
 from ort_bench.scoring.checkpoint import UNLEARN_CARD, has_card
-from ort_bench.scoring.evaluate import EvalConfig, evaluate
-from ort_bench.scoring.results import fmt as _fmt
 
 DEFAULT_TARGETS = ("france", "japan", "william_shakespeare")
 # 300 items per model, half of them forget items: a form's efficacy needs 5 items the original knows
@@ -26,8 +26,8 @@ def bias_table(rows: dict[str, dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         eff = {f["form"]: f["efficacy"] for f in r["forms"]}
-        cells = [name, *(_fmt(eff.get(f), 2) for f in forms), _fmt(r["worst_form_efficacy"], 2),
-                 str(r["worst_form"]), _fmt(r["form_gap"], 2), _fmt(r["utility"], 2), _fmt(r["ort_score"], 2)]
+        cells = [name, *(api.fmt(eff.get(f), 2) for f in forms), api.fmt(r["worst_form_efficacy"], 2),
+                 str(r["worst_form"]), api.fmt(r["form_gap"], 2), api.fmt(r["utility"], 2), api.fmt(r["ort_score"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -35,32 +35,31 @@ def bias_table(rows: dict[str, dict[str, Any]]) -> str:
 def run_demo(out: str | Path = "runs/demo", targets: tuple[str, ...] | list[str] = DEFAULT_TARGETS,
              gradient_method: str = "npo", steps: int = 12, lr: float = 5e-5,
              limit: int | dict[str, int] | None = None,
-             progress: bool = True, baseline_method: str = "rocr") -> str:
+             progress: bool = True, baseline_method: str = "rocr", load: api.LoadOptions | None = None) -> str:
     """Unlearn with `baseline_method` (at its published settings) and `gradient_method` (at `lr`),
     `steps` steps each where a method trains. `lr` 5e-5 as in docs/RESULTS.md: at the published 1e-5
     a dozen CPU steps move nothing."""
-    from ort_bench.unlearning.methods import make_config
-    from ort_bench.unlearning.unlearn import unlearn
-
     out = Path(out)
     limit = DEFAULT_LIMIT if limit is None else limit
     t0 = time.perf_counter()
     models = {}
-    for method, config in ((baseline_method, make_config(baseline_method)),
-                           (gradient_method, make_config(gradient_method, lr=lr))):
+    load = load or api.LoadOptions()
+    for method, config in ((baseline_method, api.make_config(baseline_method)),
+                           (gradient_method, api.make_config(gradient_method, lr=lr))):
         ckpt = out / f"{method}-model"
         if not has_card(ckpt, UNLEARN_CARD):
             print(f"== unlearning {', '.join(targets)} with {method}", flush=True)
             # a training-free method's config ignores the step count (its `apply_overrides`)
-            unlearn(method, "embedded", list(targets), ckpt, config=config, max_steps=steps, progress=progress)
+            api.unlearn(method, "embedded", list(targets), ckpt, config=config, max_steps=steps, progress=progress,
+                        load=load)
         models[method] = ckpt
     rows: dict[str, dict[str, Any]] = {}
     for method, ckpt in models.items():
         print(f"== scoring the {method} model and the original on every form", flush=True)
         earlier = [out / f"{m}-eval" for m in rows]  # the original's answers are scored once
-        rows[method] = evaluate(str(ckpt), out / f"{method}-eval", reference="embedded", targets=list(targets),
-                                limit=limit, config=EvalConfig(max_new_tokens=24), train_form="qa",
-                                progress=progress, reuse=earlier)
+        rows[method] = api.evaluate(str(ckpt), out / f"{method}-eval", reference="embedded", targets=list(targets),
+                                    limit=limit, config=api.EvalConfig(**dataclasses.asdict(load), max_new_tokens=24),
+                                    train_form="qa", progress=progress, reuse=earlier)
     table = bias_table(rows)
     print(f"\nForm-dependent bias of unlearning {', '.join(targets)} from SmolLM2-135M-Instruct "
           f"({time.perf_counter() - t0:.0f} s):\n")

@@ -20,13 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ort_bench import api
 from ort_bench.cli import _limit
 from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
-from ort_bench.scoring.evaluate import EvalConfig, evaluate
-from ort_bench.scoring.results import fmt as _fmt
-from ort_bench.unlearning.attacks import finetune_attack
-from ort_bench.unlearning.methods import METHODS, in_table_order, make_config
-from ort_bench.unlearning.unlearn import unlearn
+from ort_bench.unlearning.methods import in_table_order
 
 # ten default targets of four kinds of which the embedded model knows 5 or more qa facts (data/README.md)
 TARGETS = ("william_shakespeare", "isaac_newton", "hamlet", "pride_and_prejudice", "japan", "france", "paris",
@@ -42,8 +39,8 @@ def parse_hp(items: list[str]) -> dict[str, dict[str, str]]:
     for item in items:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
-        if not (sep and dot and name) or method not in METHODS:
-            raise SystemExit(f"--hp {item!r}: expected METHOD.NAME=VALUE with METHOD one of {', '.join(METHODS)}")
+        if not (sep and dot and name) or method not in api.METHODS:
+            raise SystemExit(f"--hp {item!r}: expected METHOD.NAME=VALUE with METHOD one of {', '.join(api.METHODS)}")
         out.setdefault(method, {})[name] = value
     return out
 
@@ -51,32 +48,32 @@ def parse_hp(items: list[str]) -> dict[str, dict[str, str]]:
 def method_config(method: str, args: argparse.Namespace) -> Any:
     """The shared budget (`--steps`, `--lr`) for a method that trains, its `--hp` settings on top."""
     own = parse_hp(args.hp).get(method, {})
-    budget = {"max_steps": args.steps, "lr": args.lr} if METHODS[method].trains else {}
-    return make_config(method, own or None, **{k: v for k, v in budget.items() if k not in own})
+    budget = {"max_steps": args.steps, "lr": args.lr} if api.METHODS[method].trains else {}
+    return api.make_config(method, own or None, **{k: v for k, v in budget.items() if k not in own})
 
 
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     targets = list(args.targets)
-    cfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    cfg = api.EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     common = {"targets": targets, "limit": args.limit, "config": cfg}
     base = out / "base-eval"
     t0 = time.perf_counter()
     print("== the original model", flush=True)
-    evaluate("embedded", base, **common)
+    api.evaluate("embedded", base, **common)
     for method in args.methods:
         model = out / f"{method}-model"
         if not has_card(model, UNLEARN_CARD):
             print(f"== unlearning with {method}", flush=True)
-            unlearn(method, "embedded", targets, model, config=method_config(method, args))
+            api.unlearn(method, "embedded", targets, model, config=method_config(method, args))
         print(f"== scoring {method}", flush=True)
-        evaluate(str(model), out / f"{method}-eval", reference="embedded", train_form="qa", reuse=[base], **common)
+        api.evaluate(str(model), out / f"{method}-eval", reference="embedded", train_form="qa", reuse=[base], **common)
         attacked = out / f"{method}-math-model"
         if not has_card(attacked, ATTACK_CARD):
             print(f"== math fine-tuning attack on {method}", flush=True)
-            finetune_attack(str(model), "math", args.attack_steps, attacked)
+            api.finetune_attack(str(model), "math", args.attack_steps, attacked)
         print(f"== scoring {method} after the attack", flush=True)
-        evaluate(str(attacked), out / f"{method}-math-eval", reference="embedded", train_form="qa", reuse=[base],
+        api.evaluate(str(attacked), out / f"{method}-math-eval", reference="embedded", train_form="qa", reuse=[base],
                  **common)
     print(f"experiment: {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -95,11 +92,11 @@ def table(out: Path, methods: list[str]) -> str:
         eff = {f["form"]: f["efficacy"] for f in r["forms"]}
         after = [f["efficacy"] for f in a["forms"] if f["efficacy"] is not None]
         c = r["comparison"]
-        wfe = (f"{_fmt(r['worst_form_efficacy'], 2)} [{_fmt(c.get('worst_form_efficacy_ci_low'), 2)}, "
-               f"{_fmt(c.get('worst_form_efficacy_ci_high'), 2)}]")
-        cells = [m, *(_fmt(eff.get(f), 2) for f in forms), wfe, str(r["worst_form"]),
-                 _fmt(r["form_gap"], 2), _fmt(r["train_form_gap"], 2), _fmt(r["utility"], 2),
-                 _fmt(sum(after) / len(after) if after else None, 2), _fmt(a["worst_form_efficacy"], 2)]
+        wfe = (f"{api.fmt(r['worst_form_efficacy'], 2)} [{api.fmt(c.get('worst_form_efficacy_ci_low'), 2)}, "
+               f"{api.fmt(c.get('worst_form_efficacy_ci_high'), 2)}]")
+        cells = [m, *(api.fmt(eff.get(f), 2) for f in forms), wfe, str(r["worst_form"]),
+                 api.fmt(r["form_gap"], 2), api.fmt(r["train_form_gap"], 2), api.fmt(r["utility"], 2),
+                 api.fmt(sum(after) / len(after) if after else None, 2), api.fmt(a["worst_form_efficacy"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -119,7 +116,7 @@ def detail_tables(out: Path, methods: list[str]) -> str:
     lines += ["Known items of the original (targets), chance level per item:", "",
               "| " + " | ".join(forms) + " |", "|" + "---|" * len(forms),
               "| " + " | ".join(f"{f['n_known']} / {f['n_total']} ({f['n_targets_known']})" for f in first["forms"])
-              + " |", "| " + " | ".join(_fmt(f["chance"], 3) for f in first["forms"]) + " |", ""]
+              + " |", "| " + " | ".join(api.fmt(f["chance"], 3) for f in first["forms"]) + " |", ""]
     scored = [f["form"] for f in first["forms"] if f["excluded"] is None]
     lines += ["After the math fine-tuning attack, per form (efficacy, 95% CI over targets):", "",
               "| method | " + " | ".join(scored) + " | WFE (form) |", "|---|" + "---|" * (len(scored) + 1)]
@@ -127,28 +124,28 @@ def detail_tables(out: Path, methods: list[str]) -> str:
         a = load(f"{m}-math-eval")
         if a:
             eff = {f["form"]: f for f in a["forms"]}
-            cells = [f"{_fmt(eff[f]['efficacy'], 2)} [{_fmt(eff[f]['efficacy_ci_low'], 2)}, "
-                     f"{_fmt(eff[f]['efficacy_ci_high'], 2)}]" for f in scored]
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {_fmt(a['worst_form_efficacy'], 2)} "
+            cells = [f"{api.fmt(eff[f]['efficacy'], 2)} [{api.fmt(eff[f]['efficacy_ci_low'], 2)}, "
+                     f"{api.fmt(eff[f]['efficacy_ci_high'], 2)}]" for f in scored]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {api.fmt(a['worst_form_efficacy'], 2)} "
                          f"({a['worst_form']}) |")
     lines += ["", "Utility (retain-eval facts only) and cost:", "",
               "| method | neighbour retention | general retention | fluency (bits; original "
-              f"{_fmt(first['comparison']['fluency_reference'], 2)}) | method time |", "|---|---|---|---|---|"]
+              f"{api.fmt(first['comparison']['fluency_reference'], 2)}) | method time |", "|---|---|---|---|---|"]
     for m in methods:
         r = load(f"{m}-eval")
         card = out / f"{m}-model" / UNLEARN_CARD
         secs = json.loads(card.read_text())["method_seconds"] if card.exists() else None
         if r:
             c = r["comparison"]
-            lines.append(f"| {m} | {_fmt(c['neighbour_retention'], 2)} | {_fmt(c['general_retention'], 2)} | "
-                         f"{_fmt(c['fluency'], 2)} | {_fmt(secs, 0)} s |")
+            lines.append(f"| {m} | {api.fmt(c['neighbour_retention'], 2)} | {api.fmt(c['general_retention'], 2)} | "
+                         f"{api.fmt(c['fluency'], 2)} | {api.fmt(secs, 0)} s |")
     lines += ["", "ORT's Prob per form, model (original: first row):", "",
               "| method | " + " | ".join(forms) + " |", "|---|" + "---|" * len(forms),
-              "| original | " + " | ".join(_fmt(f["prob_reference"], 3) for f in first["forms"]) + " |"]
+              "| original | " + " | ".join(api.fmt(f["prob_reference"], 3) for f in first["forms"]) + " |"]
     for m in methods:
         r = load(f"{m}-eval")
         if r:
-            lines.append(f"| {m} | " + " | ".join(_fmt(f["prob_model"], 3) for f in r["forms"]) + " |")
+            lines.append(f"| {m} | " + " | ".join(api.fmt(f["prob_model"], 3) for f in r["forms"]) + " |")
     return "\n".join(lines)
 
 
@@ -156,7 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/exp")
     ap.add_argument("--targets", nargs="+", default=list(TARGETS))
-    ap.add_argument("--methods", nargs="+", default=in_table_order(), choices=sorted(METHODS))
+    ap.add_argument("--methods", nargs="+", default=in_table_order(), choices=sorted(api.METHODS))
     ap.add_argument("--steps", type=int, default=30, help="optimiser steps of every gradient method")
     ap.add_argument("--lr", type=float, default=5e-5,
                     help="learning rate of every gradient method (ILU: of its base) without an lr in --hp")

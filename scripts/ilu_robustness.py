@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ort_bench import api
 from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
 
 CONFIGS = ("npo", "ilu-npo", "rmu", "ilu-rmu")
@@ -155,9 +156,6 @@ def _prune(model_dir: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ort_bench.scoring.evaluate import EvalConfig, evaluate
-    from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
-    from ort_bench.unlearning.unlearn import unlearn
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,7 +163,7 @@ def run(args: argparse.Namespace) -> None:
     targets = list(args.targets)
     steps = checkpoint_steps(args.attack_steps, args.checkpoints)
     save_at = tuple(s for s in steps if s < args.attack_steps)
-    ecfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    ecfg = api.EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     common = {"targets": targets, "forms": list(args.forms), "splits": list(args.splits), "limit": args.limit,
               "config": ecfg, "progress": True}
     selection = {"targets": targets, "forms": list(args.forms), "splits": list(args.splits), "limit": args.limit}
@@ -178,7 +176,7 @@ def run(args: argparse.Namespace) -> None:
     log(f"scoring the original model -> {base}")
     if (base / "results.json").exists():
         _check_selection(base / "results.json", selection)
-    evaluate(args.model, base, **common)  # resumes; with every record present it only rewrites results
+    api.evaluate(args.model, base, **common)  # resumes; with every record present it only rewrites results
 
     def score(model_dir: Path, eval_dir: Path, what: str, prune: bool) -> None:
         if (eval_dir / "results.json").exists():
@@ -186,7 +184,7 @@ def run(args: argparse.Namespace) -> None:
             log(f"{what}: already scored ({eval_dir})")
         else:
             log(f"{what}: scoring {model_dir}")
-            evaluate(str(model_dir), eval_dir, reference=args.model, train_form="qa", reuse=[base], **common)
+            api.evaluate(str(model_dir), eval_dir, reference=args.model, train_form="qa", reuse=[base], **common)
         if prune and not args.keep_weights:
             _prune(model_dir)
 
@@ -201,7 +199,7 @@ def run(args: argparse.Namespace) -> None:
                 log(f"{tag}: already unlearned ({model})")
             else:
                 log(f"{tag}: unlearning with {method} ({args.steps} steps) -> {model}")
-                unlearn(method, args.model, targets, model, train_form="qa", config=cfg, progress=True)
+                api.unlearn(method, args.model, targets, model, train_form="qa", config=cfg, progress=True)
             score(model, root / "eval-step-0", f"{tag} step 0 (unlearned)", prune=False)
             for attack in ATTACKS:
                 adir = root / attack / "model"
@@ -222,10 +220,10 @@ def run(args: argparse.Namespace) -> None:
                     kw = {"lr": args.attack_lr, "seed": seed, "batch_size": batch_size, "progress": True,
                           "save_at": save_at}
                     if attack == "relearn":
-                        relearn_attack(str(model), targets, args.relearn_samples, adir, steps=args.attack_steps,
+                        api.relearn_attack(str(model), targets, args.relearn_samples, adir, steps=args.attack_steps,
                                        form="qa", exclude_probe_ids=_scored_probe_ids(base), **kw)
                     else:
-                        finetune_attack(str(model), attack.split("-", 1)[1], args.attack_steps, adir, **kw)
+                        api.finetune_attack(str(model), attack.split("-", 1)[1], args.attack_steps, adir, **kw)
                 for n in steps:
                     ckpt = adir if n == args.attack_steps else adir / f"step-{n}"
                     score(ckpt, root / attack / f"eval-step-{n}", f"{atag} step {n}", prune=True)

@@ -14,8 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ort_bench.api import evaluate
-from ort_bench.scoring.evaluate import EvalConfig
+from ort_bench import api
 
 
 def build_random_model(out: Path, seed: int) -> Path:
@@ -44,8 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     model = build_random_model(out / "random-model", args.seed)
-    res = evaluate(str(model), out / "eval", reference=str(model), forms=["true_false", "mcq"], splits=["forget"],
-                   limit=args.limit, config=EvalConfig(max_new_tokens=4))
+    res = api.evaluate(str(model), out / "eval", reference=str(model), forms=["true_false", "mcq"], splits=["forget"],
+                   limit=args.limit, config=api.EvalConfig(max_new_tokens=4))
     rows = [{k: r.get(k) for k in ("form", "chance", "n_known", "n_total", "n_targets_known", "efficacy", "excluded")}
             for r in res["forms"]]
     print(json.dumps(rows, indent=2))

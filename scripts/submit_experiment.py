@@ -19,10 +19,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ort_bench.api import evaluate
-from ort_bench.board.leaderboard import build_all
-from ort_bench.board.submit import submissions_dir, submit
-from ort_bench.scoring.evaluate import EvalConfig
+from ort_bench import api
+from ort_bench.board.submit import submissions_dir
 
 META = {
     "base": ("none (the original model)", None),
@@ -59,8 +57,8 @@ def main() -> None:
     base_card = json.loads((exp / "base-eval" / "results.json").read_text(encoding="utf-8"))
     sel = base_card["selection"]
     self_run = exp / "base-self-eval"
-    evaluate("embedded", self_run, reference="embedded", targets=sel["targets"], limit=sel["limit"],
-             train_form="qa", config=EvalConfig(max_new_tokens=base_card["config"]["max_new_tokens"],
+    api.evaluate("embedded", self_run, reference="embedded", targets=sel["targets"], limit=sel["limit"],
+             train_form="qa", config=api.EvalConfig(max_new_tokens=base_card["config"]["max_new_tokens"],
                                                 batch_size=base_card["config"]["batch_size"]),
              reuse=[exp / "base-eval"], progress=False)
     runs = {"base": self_run, **{m: exp / f"{m}-eval" for m in META if m != "base"}}
@@ -80,11 +78,11 @@ def main() -> None:
             shutil.rmtree(existing)
             print(f"{method}: removed the earlier entry {existing}")
         model_name = "SmolLM2-135M-Instruct" + ("" if method == "base" else f", {label}, 10 targets (docs/RESULTS.md)")
-        out = submit(run, f"embedded-{method}", method=label, link=link, model_name=model_name, date=args.date,
+        out = api.submit(run, f"embedded-{method}", method=label, link=link, model_name=model_name, date=args.date,
                      dry_run=args.dry_run)
         print(json.dumps({k: out[k] for k in ("name", "worst_form_efficacy", "worst_form", "utility", "ort_score")}))
     if not args.dry_run:
-        for built in build_all():
+        for built in api.build_all():
             print(f"built {built['out']}: {built['entries']} entries")
 
 

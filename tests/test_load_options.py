@@ -19,6 +19,7 @@ LOADING_COMMANDS = (
     ["attack", "finetune", "--env", "math", "--model", "m", "--out", "o"],
     ["attack", "relearn", "--targets", "france", "--samples", "2", "--model", "m", "--out", "o"],
     ["audit", "some/submission"],
+    ["demo"],
 )
 
 
