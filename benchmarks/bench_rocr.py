@@ -83,8 +83,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model {args.model}: load {load_s:.1f}s; targets {', '.join(targets)}: "
-          f"{sum(len(v) for v in data.subjects.values())} names, "
-          f"{len(data.general_texts)} general texts (data {data_s:.1f}s)")
+          f"{sum(len(v) for v in data.method_data.subjects.values())} names, "
+          f"{len(data.method_data.general_texts)} general texts (data {data_s:.1f}s)")
     with tempfile.TemporaryDirectory() as cache:
         extra = {"nullspace_threshold": args.threshold} if args.threshold else {}
         cfg = make_config("rocr", {"layers": args.layers, "cache_dir": cache, **extra})
