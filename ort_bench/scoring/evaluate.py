@@ -8,7 +8,7 @@ prompt as the model saw it, the output and every score; aggregates are never sto
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class EvalConfig(LoadOptions):
     tensor_parallel_size: int = 1
     chunk_size: int = 128  # probes per durable write
 
-    ENGINE_DEFAULTS = {"batch_size": 16, "tensor_parallel_size": 1}  # passed to a backend only when changed
+    ENGINE_FIELDS = ("batch_size", "tensor_parallel_size")  # passed to a backend only when changed
 
     SCORING_FIELDS = ("backend", "max_new_tokens", "seed", "dtype")
 
@@ -45,7 +45,8 @@ class EvalConfig(LoadOptions):
 
     def engine_settings(self) -> dict[str, Any]:
         """The engine settings that differ from their defaults (a backend refuses one it lacks)."""
-        return {k: getattr(self, k) for k, d in self.ENGINE_DEFAULTS.items() if getattr(self, k) != d}
+        defaults = {f.name: f.default for f in fields(EvalConfig)}
+        return {k: getattr(self, k) for k in self.ENGINE_FIELDS if getattr(self, k) != defaults[k]}
 
     def params_hash(self, benchmark: str | None = None) -> str:
         """Hash of what shapes a record's numbers: the scoring fields, the ROUGE variant and (from v2
