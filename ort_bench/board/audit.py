@@ -76,7 +76,7 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
         raise OrtBenchError(f"--dtype {load.dtype}: the submission was scored in {cfg['dtype']}; an audit re-scores "
                             "with the same dtype")
     config = EvalConfig(**cfg, **{k: v for k, v in load.given().items() if k != "dtype"})
-    backend = make_backend(config.backend, resolved, config, seed=config.seed, **config.engine_settings())
+    backend = make_backend(config.backend, resolved, config, **config.backend_settings())
     tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(resolved)
     new = score_probes(backend, tokenizer, probes, config)
     for r, n in zip(old, new, strict=True):

@@ -48,6 +48,11 @@ class EvalConfig(LoadOptions):
         defaults = {f.name: f.default for f in fields(EvalConfig)}
         return {k: getattr(self, k) for k in self.ENGINE_FIELDS if getattr(self, k) != defaults[k]}
 
+    def backend_settings(self) -> dict[str, Any]:
+        """What a backend is started with besides the model and the load options: the seed and the
+        engine settings that differ from their defaults."""
+        return {"seed": self.seed, **self.engine_settings()}
+
     def params_hash(self, benchmark: str | None = None) -> str:
         """Hash of what shapes a record's numbers: the scoring fields, the ROUGE variant and (from v2
         on) the benchmark version, `benchmark` or the current one."""

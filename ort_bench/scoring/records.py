@@ -107,17 +107,21 @@ def record_key(fingerprint: str, backend: str, params_hash: str, probe_hash: str
     return hashlib.sha256(f"{fingerprint}|{backend}|{params_hash}|{probe_hash}".encode()).hexdigest()[:32]
 
 
+def _body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a seal hashes: every field but the seal itself."""
+    return {k: v for k, v in data.items() if k not in RECORD_FIELDS_HASHED_OUT}
+
+
 def seal(record: Record | Mapping[str, Any]) -> dict[str, Any]:
     """Add `record_sha256`, the hash of every other field."""
-    body = {k: v for k, v in _as_dict(record).items() if k not in RECORD_FIELDS_HASHED_OUT}
+    body = _body(_as_dict(record))
     return {**body, "record_sha256": sha256_json(body)}
 
 
 def check_seal(record: Record | Mapping[str, Any]) -> bool:
     """Does the record still hash to its `record_sha256` (not edited since it was sealed)?"""
     data = _as_dict(record)
-    body = {k: v for k, v in data.items() if k not in RECORD_FIELDS_HASHED_OUT}
-    return data.get("record_sha256") == sha256_json(body)
+    return data.get("record_sha256") == sha256_json(_body(data))
 
 
 def load_records(path: Path, repair: bool = True, check: bool = True) -> dict[str, dict[str, Any]]:

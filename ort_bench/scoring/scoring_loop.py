@@ -127,7 +127,7 @@ def score_model(
     from ort_bench.scoring.backends import checked_backend
     from ort_bench.scoring.models import resolve_model
 
-    settings = {"seed": config.seed, **config.engine_settings()}
+    settings = config.backend_settings()
     backend_cls = checked_backend(config.backend, config, **settings)  # fails before any model loads
     model = resolve_model(spec, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
     params_hash = config.params_hash()

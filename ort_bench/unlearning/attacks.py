@@ -161,7 +161,7 @@ def finetune_attack(
     if steps < 1:
         raise OrtBenchError(f"steps must be at least 1 (got {steps})")
     save_at = check_save_at(save_at, steps)
-    examples = env_examples(env)
+    examples = env_examples(items)
     return _run("finetune", model, examples, {"env": env, "env_sha256": env_hash(items)}, out, steps, lr,
                 batch_size, seed, max_length, progress, load,
                 {"env": env}, save_at)

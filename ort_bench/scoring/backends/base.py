@@ -45,7 +45,7 @@ class LogLikelihood:
 
 class Backend(ABC):
     """One inference engine. `name` is its registry key; `settings()` goes into every result.
-    `load_options`: the `LoadOptions` fields it honours; `make_backend` refuses any other one given."""
+    `load_options`: the `LoadOptions` fields it honours; `checked_backend` refuses any other one given."""
 
     name: str = ""
     load_options: tuple[str, ...] = ()

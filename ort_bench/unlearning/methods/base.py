@@ -170,11 +170,9 @@ def probe_examples(probes) -> list[Example]:
     return [Example(p.prompt, p.answers[0], p.system, p.prefill) for p in probes]
 
 
-def env_examples(env: str) -> list[Example]:
-    """A fine-tuning environment's items (`ort_bench.unlearning.envs`) as training examples."""
-    from ort_bench.unlearning.envs import load_env
-
-    return [Example(it.prompt, it.answer) for it in load_env(env)]
+def env_examples(items) -> list[Example]:
+    """A fine-tuning environment's items (`ort_bench.unlearning.envs.load_env`) as training examples."""
+    return [Example(it.prompt, it.answer) for it in items]
 
 
 @dataclass

@@ -146,13 +146,18 @@ class ILU(Method):
     order = 60
 
     def env_examples(self) -> dict[str, list]:
-        return {env: env_examples(env) for env in self.config.ilu_envs}
+        from ort_bench.unlearning.envs import load_env
+
+        return {env: env_examples(load_env(env)) for env in self.config.ilu_envs}
 
     def own_data(self, source: DataSource) -> OwnData:
         """The penalty's environments are data the method sees: the card lists their size and hash."""
         from ort_bench.unlearning.envs import env_hash, load_env
 
-        envs = {e: {"n": len(load_env(e)), "sha256": env_hash(load_env(e))} for e in self.config.ilu_envs}
+        envs = {}
+        for e in self.config.ilu_envs:
+            items = load_env(e)
+            envs[e] = {"n": len(items), "sha256": env_hash(items)}
         return OwnData(card={"ilu_envs": envs})
 
     def apply(self, model, tokenizer, data: UnlearnData, progress: bool = True) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def build_rocr_data(source: DataSource) -> OwnData:
     """The targets' names and a general-text corpus: the retain-train utility probes of every form,
     interleaved, then the fine-tuning environments, interleaved (nothing that is scored)."""
     from ort_bench.kb.probes import spread
-    from ort_bench.unlearning.envs import ENVS
+    from ort_bench.unlearning.envs import ENVS, load_env
 
     kb = source.kb
     subjects: dict[str, list[str]] = {}
@@ -139,7 +139,7 @@ def build_rocr_data(source: DataSource) -> OwnData:
         subjects[t] = list(dict.fromkeys(names))
     utility_all, _ = source.render(split="utility", kb=kb, templates=source.templates, retain="train")
     general: list[Example | str] = list(probe_examples(spread(utility_all, lambda p: p.form)))
-    env_items = [env_examples(e) for e in ENVS]
+    env_items = [env_examples(load_env(e)) for e in ENVS]
     for i in range(max(len(x) for x in env_items)):
         general.extend(x[i] for x in env_items if i < len(x))
     card = {"rocr": {"subjects": subjects,
