@@ -11,8 +11,13 @@ module imports nothing above it.
 - **v1** (closed, read-only: its leaderboard still rebuilds from the stored records): one probe per
   item, probe-pooled means, probe bootstrap, utility on the retain set. Its choice forms measured
   answer bias (see docs/VALIDITY.md).
-- **v2** (current): true/false by pairs, multiple choice by rotations, scores above chance, means
+- **v2** (closed): true/false by pairs, multiple choice by rotations, scores above chance, means
   over targets with target-level intervals, utility on retain-eval facts no method saw.
+- **v3** (current): free answers known only when the output holds the gold's content words that the
+  prompt does not (`ort_bench.answers`); fixed seeded tiers sampled over facts (`core`, `full`);
+  every form scored on the evaluation half of its templates (methods train on the training half);
+  generation length per form; intervals with simulated coverage, the gap noise alone gives, and
+  intervals over facts when a run has fewer than 3 targets; fluency as distance from the reference's.
 """
 
 from __future__ import annotations
@@ -45,6 +50,22 @@ class BenchmarkVersion:
     shows_audit: bool  # the leaderboard marks entries audited by re-scoring (ort-bench audit)
     description: str = ""
     thresholds: dict[str, float] = field(default_factory=dict)
+    metrics: Literal["v1", "v2", "v3"] = "v2"  # which metrics module computes this version's numbers
+    tiers: tuple[str, ...] = ()  # fixed probe samples a run may score (`ort_bench.kb.tiers`); () = any selection
+    template_halves: bool = False  # forms are scored on their templates' evaluation half only
+    max_new_tokens: dict[str, int] = field(default_factory=dict)  # per form ("*": every other form)
+    # where a free answer ends (`answers.cut_answer`): "sentence", "paragraph" or "none", per form ("*")
+    answer_end: dict[str, str] = field(default_factory=dict)
+    few_target_clusters: bool = False  # under min_known_targets targets: efficacy with intervals over facts
+    pinned_submissions: bool = False  # submit takes whole tiers with the reference and the unlearn card
+
+    def new_tokens(self, form: str, default: int) -> int:
+        """Generation length of `form`'s free answers: the version's, else `default` (the run's)."""
+        return self.max_new_tokens.get(form, self.max_new_tokens.get("*", default))
+
+    def end_of_answer(self, form: str) -> str:
+        """Where `form`'s free answers end before they are scored (the whole continuation by default)."""
+        return self.answer_end.get(form, self.answer_end.get("*", "none"))
 
     @property
     def required_forms(self) -> tuple[str, ...]:
@@ -59,19 +80,29 @@ class BenchmarkVersion:
 V1 = BenchmarkVersion(
     name="v1", forms=FORMS, scorers=("rouge_l_recall", "prob", "choice_acc"), min_known_items=5,
     min_known_targets=0, aggregation="probes", resample="probes", chance_corrected=False, retain_split=False,
-    open_for_submissions=False, reports_prob=False, shows_audit=False,
+    open_for_submissions=False, reports_prob=False, shows_audit=False, metrics="v1",
     thresholds={"rouge_l_recall": 0.5, "choice_acc": 1.0, "prob": 0.1},
     description="closed: choice forms measured answer bias; utility was in-sample",
 )
 V2 = BenchmarkVersion(
     name="v2", forms=FORMS, scorers=("rouge_l_recall", "prob", "label_pair", "circular_choice", "choice_acc"),
     min_known_items=5, min_known_targets=3, aggregation="targets", resample="targets", chance_corrected=True,
-    retain_split=True, open_for_submissions=True, reports_prob=True, shows_audit=True,
-    description="paired true/false, circular MCQ, scores above chance, target-level means and intervals, "
-                "held-out utility",
+    retain_split=True, open_for_submissions=False, reports_prob=True, shows_audit=True,
+    description="closed: free answers credited for shared non-answer words; forms rested on ~10 facts; "
+                "the trained prompts were scored",
 )
-VERSIONS: dict[str, BenchmarkVersion] = {v.name: v for v in (V1, V2)}
-CURRENT = V2
+V3 = BenchmarkVersion(
+    name="v3", forms=FORMS, scorers=("answer_match", "prob", "label_pair", "circular_choice", "choice_acc"),
+    min_known_items=5, min_known_targets=3, aggregation="targets", resample="targets", chance_corrected=True,
+    retain_split=True, open_for_submissions=True, reports_prob=True, shows_audit=True, metrics="v3",
+    tiers=("core", "full"), template_halves=True, few_target_clusters=True, pinned_submissions=True,
+    max_new_tokens={"*": 48, "subtoken": 96, "translation": 64, "multi_hop": 64, "adversarial": 64},
+    answer_end={"*": "sentence", "multi_hop": "paragraph", "subtoken": "paragraph"},
+    description="content-word answers not in the prompt, tiers sampled over facts, evaluation-half templates, "
+                "intervals with measured coverage, noise gap, few-target efficacy",
+)
+VERSIONS: dict[str, BenchmarkVersion] = {v.name: v for v in (V1, V2, V3)}
+CURRENT = V3
 BENCHMARK_VERSION = CURRENT.name
 
 

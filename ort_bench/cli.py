@@ -12,6 +12,7 @@ from ort_bench.benchmark import VERSIONS
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.facts import LANGS, SPLITS
 from ort_bench.kb.templates import FORMS
+from ort_bench.kb.tiers import TIERS
 from ort_bench.scoring.load_options import LoadOptions, add_load_options
 
 
@@ -103,7 +104,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = api.EvalConfig(
         **dataclasses.asdict(LoadOptions.from_args(args)), backend=args.backend, max_new_tokens=args.max_new_tokens,
         seed=args.seed, batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
-        chunk_size=args.chunk_size,
+        chunk_size=args.chunk_size, tier=args.tier,
     )
     results = api.evaluate(
         args.model, args.out, reference=args.reference, forms=args.forms, langs=args.langs, targets=args.targets,
@@ -174,7 +175,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ort_bench.demo import run_demo
 
-    run_demo(args.out, args.targets, args.method, args.steps, args.lr, args.limit, load=LoadOptions.from_args(args))
+    run_demo(args.out, args.targets, args.method, args.steps, args.lr, args.limit, tier=args.tier,
+             load=LoadOptions.from_args(args))
     return 0
 
 
@@ -221,11 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--splits", type=_csv, default=list(SPLITS), help="splits to score (default: all three)")
     e.add_argument("--limit", type=_limit, default=None,
                    help="at most N items per split (an item: one probe, a true/false pair, or the 4 rotations of "
-                   "an MCQ; never cut), spread over forms and targets; or per split: "
+                   "an MCQ; never cut), spread over forms, targets and facts; or per split: "
                    "forget=300,neighbour=100,utility=100")
     e.add_argument("--probes", default=None, help="score this probes JSONL instead of rendering the shipped KB")
-    e.add_argument("--train-form", default=None, help="the form the model was unlearned on (adds E_train - WFE)")
-    e.add_argument("--max-new-tokens", type=_positive, default=32)
+    e.add_argument("--tier", choices=sorted(TIERS), default=None,
+                   help="the benchmark's fixed sample over facts: core (minutes; what the leaderboard takes with "
+                   "full) or full (every item); --targets draws it within those targets")
+    e.add_argument("--train-form", default=None,
+                   help="the form the model was unlearned on (default: its unlearn card's; adds E_train - WFE)")
+    e.add_argument("--max-new-tokens", type=_positive, default=None,
+                   help="generation length for every form (default: the benchmark version's per form)")
     e.add_argument("--batch-size", type=_positive, default=16)
     e.add_argument("--tensor-parallel-size", type=_positive, default=1, help="vllm: GPUs per model")
     e.add_argument("--seed", type=int, default=0)
@@ -275,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         ap_.add_argument("--out", required=True, help="output HF directory (the final model)")
         ap_.set_defaults(func=cmd_attack)
 
-    from ort_bench.demo import DEFAULT_LIMIT, DEFAULT_TARGETS
+    from ort_bench.demo import DEFAULT_TARGETS, DEFAULT_TIER
 
     d = sub.add_parser("demo", help="the point of the tool in one command, on the embedded model",
                        description="Unlearn a few targets from the embedded model with ROCR and a gradient "
@@ -285,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", default="npo", help="the gradient method to compare with ROCR")
     d.add_argument("--steps", type=_positive, default=12, help="training steps of the gradient method")
     d.add_argument("--lr", type=float, default=5e-5, help="learning rate of the gradient method")
+    d.add_argument("--tier", choices=sorted(TIERS), default=DEFAULT_TIER,
+                   help=f"the benchmark tier scored, drawn within the targets (default {DEFAULT_TIER})")
     d.add_argument("--limit", type=_limit, default=None,
-                   help="items per split, spread over forms and targets: N or split=N,... (default: "
-                   + ",".join(f"{k}={v}" for k, v in DEFAULT_LIMIT.items()) + ")")
+                   help="at most N items per split of the tier (a smoke run): N or split=N,...")
     add_load_options(d)
     d.set_defaults(func=cmd_demo)
 

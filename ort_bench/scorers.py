@@ -33,7 +33,7 @@ class Scorer:
     needs_generation: bool  # free text is generated (else likelihoods only)
     known_threshold: float  # an item is known (by the reference) when its score >= this
     item: ItemKind  # how the renderer expands one fact x template into probes
-    decide: Literal["rouge", "prob", "raw_loglik", "calibrated_per_byte"]
+    decide: Literal["rouge", "match", "prob", "raw_loglik", "calibrated_per_byte"]
     known_rule: str  # what "known" means, in words (docs/VALIDITY.md, results.json)
     direction: str = HIGHER_KNOWS
 
@@ -42,7 +42,7 @@ class Scorer:
         be answered right, each with 1 / its number of choices (pass one entry per distinct prompt:
         rotations a model cannot tell apart, such as ranked option texts not shown in the prompt,
         are one decision). Free answers: 0 (open vocabulary)."""
-        if self.decide in ("rouge", "prob"):
+        if self.decide in ("rouge", "match", "prob"):
             return 0.0
         return math.prod(1.0 / n for n in n_choices) if n_choices else 0.0
 
@@ -59,6 +59,12 @@ register(Scorer(
     "rouge_l_recall", "ROUGE-L recall of the greedy answer against the gold answers (RWKU style)",
     needs_generation=True, known_threshold=0.5, item="single", decide="rouge",
     known_rule="ROUGE-L recall of the greedy answer >= 0.5 (at least half of the gold answer said)"))
+register(Scorer(
+    "answer_match", "benchmark v3: the greedy answer holds every content word of a gold answer (or alias) "
+    "that the prompt, system turn and prefill do not already hold (`ort_bench.answers`)",
+    needs_generation=True, known_threshold=1.0, item="single", decide="match",
+    known_rule="the answer contains the gold's content words (stopwords, punctuation and words the prompt "
+               "already holds never count)"))
 register(Scorer(
     "prob", "ORT's Prob: exp(-mean token NLL) of the gold answer after the prompt",
     needs_generation=False, known_threshold=0.1, item="single", decide="prob",

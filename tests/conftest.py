@@ -185,3 +185,16 @@ def embedded_model(_isolated_cache):
 @pytest.fixture(scope="session")
 def embedded_dir(embedded_model) -> Path:
     return embedded_model.path
+
+
+@pytest.fixture(scope="module")
+def v3_unpinned():
+    """Benchmark v3 with its submission pinning (whole tiers, the model card) turned off, for the tests of
+    submit's other checks on small runs; tests/test_pinned.py tests the pinning on whole-tier runs."""
+    import dataclasses
+
+    from ort_bench import benchmark
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(benchmark.VERSIONS, "v3", dataclasses.replace(benchmark.V3, pinned_submissions=False))
+        yield

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_submit import forge
 
+from ort_bench.benchmark import CURRENT
 from ort_bench.board.audit import AUDIT_FILE, audit
 from ort_bench.board.leaderboard import build_leaderboard
 from ort_bench.board.submit import submit
@@ -18,7 +19,7 @@ from ort_bench.scoring.evaluate import EvalConfig, evaluate
 
 LIMIT = {"forget": 11, "neighbour": 2, "utility": 2}  # one item per form: every form covered, seconds on a tiny model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "v3_unpinned")
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +35,13 @@ def test_an_honest_entry_passes_and_is_marked_audited(scored, tmp_path):
     run, _, _ = scored
     root = tmp_path / "lb"
     submit(run, "honest", root=root)
-    folder = root / "v2" / "submissions" / "honest"
+    folder = root / CURRENT.name / "submissions" / "honest"
     report = audit(folder, sample=5, seed=3)
     assert report["sample"] == 5 and (folder / AUDIT_FILE).is_file()
     build_leaderboard(root=root)
-    md = (root / "v2" / "leaderboard.md").read_text()
+    md = (root / CURRENT.name / "leaderboard.md").read_text()
     assert f"audited (5 items, {report['date']})" in md
-    entry = json.loads((root / "v2" / "leaderboard.json").read_text())["entries"][0]
+    entry = json.loads((root / CURRENT.name / "leaderboard.json").read_text())["entries"][0]
     assert entry["audit"]["sample"] == 5
 
 
@@ -48,10 +49,10 @@ def test_an_audit_of_other_records_does_not_count(scored, tmp_path):
     run, _, _ = scored
     root = tmp_path / "lb"
     submit(run, "entry", root=root)
-    folder = root / "v2" / "submissions" / "entry"
+    folder = root / CURRENT.name / "submissions" / "entry"
     (folder / AUDIT_FILE).write_text(json.dumps({"sample": 999, "date": "2026-01-01", "records_sha256": "x"}))
     build_leaderboard(root=root)
-    assert "not audited" in (root / "v2" / "leaderboard.md").read_text()
+    assert "not audited" in (root / CURRENT.name / "leaderboard.md").read_text()
 
 
 def test_rewritten_outputs_pass_submit_but_not_the_audit(scored, tmp_path):
@@ -61,8 +62,9 @@ def test_rewritten_outputs_pass_submit_but_not_the_audit(scored, tmp_path):
     def claim_forgotten(recs):
         out = []
         for r in recs:
-            if r["role"] == "model" and r["scorer"] == "rouge_l_recall":
-                r = {**r, "output": "I do not know.", "rouge_l_recall": 0.0, "primary": 0.0}
+            if r["role"] == "model" and r["scorer"] == "answer_match":
+                r = {**r, "output": "I do not know.", "rouge_l_recall": 0.0, "answer_match": 0.0,
+                     "content_recall": 0.0, "primary": 0.0}
             out.append(r)
         return out
     forge(run, claim_forgotten)

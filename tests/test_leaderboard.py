@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 from test_submit import make_run  # tests/ is on sys.path (no package): the shared run-folder builder
 
-from ort_bench.board.leaderboard import OUTPUT_FILES, build_leaderboard, csv_columns
+from ort_bench.benchmark import CURRENT
+from ort_bench.board.leaderboard import OUTPUT_FILES, build_leaderboard, csv_columns, portable
 from ort_bench.board.page import JS, script_hash
 from ort_bench.board.submit import submit
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.templates import FORMS
+
+pytestmark = pytest.mark.usefixtures("v3_unpinned")  # small runs; the pinning: tests/test_pinned.py
 
 EVIL_METHOD = "<script>alert('method')</script>"
 EVIL_MODEL = '"><img src=x onerror=alert(1)>'
@@ -43,7 +46,7 @@ def populate(root: Path, tmp: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, float]]:
+def built(tmp_path_factory: pytest.TempPathFactory, v3_unpinned) -> tuple[Path, dict, dict[str, float]]:
     tmp = tmp_path_factory.mktemp("lb")
     root = tmp / "leaderboards"
     scores = populate(root, tmp)
@@ -52,9 +55,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[st
 
 def test_build_writes_every_file_into_the_versioned_folder(built):
     root, out, _ = built
-    assert out["out"] == str(root / "v2") and out["entries"] == 4
+    assert out["out"] == str(root / CURRENT.name) and out["entries"] == 4
     for f in OUTPUT_FILES:
-        assert (root / "v2" / f).is_file()
+        assert (root / CURRENT.name / f).is_file()
 
 
 def test_entries_are_ordered_by_ort_score_then_name(built):
@@ -62,59 +65,61 @@ def test_entries_are_ordered_by_ort_score_then_name(built):
     assert scores["tie-a"] == scores["tie-b"]
     expected = sorted(scores, key=lambda n: (-scores[n], n))
     assert out["names"] == expected and expected.index("tie-a") + 1 == expected.index("tie-b")
-    doc = json.loads((root / "v2" / "leaderboard.json").read_text())
+    doc = json.loads((root / CURRENT.name / "leaderboard.json").read_text())
     assert [e["name"] for e in doc["entries"]] == expected
     assert [e["rank"] for e in doc["entries"]] == [1, 2, 3, 4]
 
 
 def test_numbers_come_from_the_records_not_the_submitted_file(built):
     root, _, _ = built
-    doc = json.loads((root / "v2" / "leaderboard.json").read_text())
+    doc = json.loads((root / CURRENT.name / "leaderboard.json").read_text())
     for e in doc["entries"]:
-        res = json.loads((root / "v2" / "submissions" / e["name"] / "results.json").read_text())
-        assert e["ort_score"] == res["ort_score"] and e["worst_form_efficacy"] == res["worst_form_efficacy"]
+        res = json.loads((root / CURRENT.name / "submissions" / e["name"] / "results.json").read_text())
+        # the leaderboard keeps 12 significant digits (`portable`: the last bits depend on the CPU's BLAS)
+        assert e["ort_score"] == portable(res["ort_score"])
+        assert e["worst_form_efficacy"] == portable(res["worst_form_efficacy"])
         by_form = {r["form"]: r for r in res["forms"]}
         for f in FORMS:
-            assert e["forms"][f]["efficacy"] == by_form[f]["efficacy"]
-            assert e["forms"][f]["ci_low"] == by_form[f]["efficacy_ci_low"]
+            assert e["forms"][f]["efficacy"] == portable(by_form[f]["efficacy"])
+            assert e["forms"][f]["ci_low"] == portable(by_form[f]["efficacy_ci_low"])
     assert doc["directions"]["form_gap"] == "lower is better" and doc["directions"]["ort_score"] == "higher is better"
 
 
 def test_csv_has_per_form_columns_with_cis(built):
     root, _, _ = built
-    rows = list(csv.DictReader(io.StringIO((root / "v2" / "leaderboard.csv").read_text())))
-    assert list(rows[0]) == csv_columns(FORMS, prob=True, audit=True)  # v2: ORT's Prob per form, audit
+    rows = list(csv.DictReader(io.StringIO((root / CURRENT.name / "leaderboard.csv").read_text())))
+    assert list(rows[0]) == csv_columns(FORMS, prob=True, audit=True)  # v2 on: ORT's Prob per form, audit
     assert {f"efficacy_{f}_ci_high" for f in FORMS} <= set(rows[0])
     assert rows[0]["name"] == "strong" and float(rows[0]["ort_score"]) > float(rows[-1]["ort_score"])
 
 
 def test_every_metric_column_states_its_direction(built):
     root, _, _ = built
-    md = (root / "v2" / "leaderboard.md").read_text()
+    md = (root / CURRENT.name / "leaderboard.md").read_text()
     header = md.splitlines()[4]
     for label in ("Worst-form efficacy ↑", "Form gap ↓", "Utility ↑", "ORT score ↑", *(f"E {f} ↑" for f in FORMS)):
         assert label in header
-    page = (root / "v2" / "index.html").read_text()
+    page = (root / CURRENT.name / "index.html").read_text()
     for label in ("Worst-form efficacy ↑</th>", "Form gap ↓</th>", "ORT score ↑</th>", "E subtoken ↑</th>"):
         assert label in page
 
 
 def test_user_text_is_escaped_on_the_page_and_in_markdown(built):
     root, _, _ = built
-    page = (root / "v2" / "index.html").read_text()
+    page = (root / CURRENT.name / "index.html").read_text()
     assert EVIL_METHOD not in page and "<img" not in page and "alert(2)</script>" not in page
     assert "&lt;script&gt;alert(&#39;method&#39;)&lt;/script&gt;" in page
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
     assert page.count("<script") == 1, "only the page's own script"
     assert f"script-src '{script_hash(JS)}'" in page, "CSP allows only the page's own script"
     assert 'href="https://example.org/paper?a=1&amp;b=%22%3E%3Cscript%3Ealert(2)%3C/script%3E"' in page
-    md = (root / "v2" / "leaderboard.md").read_text()
+    md = (root / CURRENT.name / "leaderboard.md").read_text()
     assert EVIL_METHOD not in md and "<img" not in md and "&lt;script&gt;" in md
 
 
 def test_the_page_is_self_contained(built):
     root, _, _ = built
-    page = (root / "v2" / "index.html").read_text()
+    page = (root / CURRENT.name / "index.html").read_text()
     for needle in ("<link", "src=\"http", "src='http", "@import", "cdn"):
         assert needle not in page
     assert "<svg" in page and "<style>" in page
@@ -122,7 +127,7 @@ def test_the_page_is_self_contained(built):
 
 def test_the_heatmap_is_vector_svg_without_a_date(built):
     root, _, _ = built
-    svg = (root / "v2" / "heatmap.svg").read_text()
+    svg = (root / CURRENT.name / "heatmap.svg").read_text()
     assert svg.startswith("<?xml") and "<dc:date>" not in svg and "data:image/png" not in svg
     assert "Matplotlib" not in svg  # no creator/version line either
 
@@ -133,9 +138,9 @@ def _digest(folder: Path) -> dict[str, str]:
 
 def test_rebuilding_gives_byte_identical_files(built, tmp_path: Path):
     root, _, _ = built
-    first = _digest(root / "v2")
+    first = _digest(root / CURRENT.name)
     build_leaderboard(root=root)
-    assert _digest(root / "v2") == first
+    assert _digest(root / CURRENT.name) == first
     build_leaderboard(out=tmp_path / "elsewhere", root=root)
     assert _digest(tmp_path / "elsewhere") == first
 
@@ -144,18 +149,20 @@ def test_a_fresh_process_gives_byte_identical_files(built, tmp_path: Path):
     """Other hash seed, other process, copied submissions: the same bytes."""
     root, _, _ = built
     copy = tmp_path / "copy"
-    shutil.copytree(root / "v2" / "submissions", copy / "v2" / "submissions")
-    code = "import sys; from ort_bench.board.leaderboard import build_leaderboard; build_leaderboard(root=sys.argv[1])"
+    shutil.copytree(root / CURRENT.name / "submissions", copy / CURRENT.name / "submissions")
+    code = ("import dataclasses, sys; from ort_bench import benchmark; from ort_bench.board.leaderboard import "
+            "build_leaderboard; benchmark.VERSIONS['v3'] = dataclasses.replace(benchmark.V3, "
+            "pinned_submissions=False); build_leaderboard(root=sys.argv[1])")  # `built`'s small runs (v3_unpinned)
     env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLCONFIGDIR": str(tmp_path / "mpl")}
     subprocess.run([sys.executable, "-c", code, str(copy)], check=True, env=env, timeout=300)
-    assert _digest(copy / "v2") == _digest(root / "v2")
+    assert _digest(copy / CURRENT.name) == _digest(root / CURRENT.name)
 
 
 def test_an_empty_leaderboard_builds(tmp_path: Path):
     out = build_leaderboard(root=tmp_path)
     assert out["entries"] == 0
-    assert "No submissions yet" in (tmp_path / "v2" / "index.html").read_text()
-    assert (tmp_path / "v2" / "leaderboard.csv").read_text().count("\n") == 1
+    assert "No submissions yet" in (tmp_path / CURRENT.name / "index.html").read_text()
+    assert (tmp_path / CURRENT.name / "leaderboard.csv").read_text().count("\n") == 1
 
 
 def _one_submission(tmp_path: Path) -> Path:
@@ -166,7 +173,7 @@ def _one_submission(tmp_path: Path) -> Path:
 
 def test_a_stored_submission_edited_afterwards_stops_the_build(tmp_path: Path):
     root = _one_submission(tmp_path)
-    res = root / "v2" / "submissions" / "entry" / "results.json"
+    res = root / CURRENT.name / "submissions" / "entry" / "results.json"
     data = json.loads(res.read_text())
     data["ort_score"] = 0.99
     res.write_text(json.dumps(data, indent=2) + "\n")
@@ -177,7 +184,7 @@ def test_a_stored_submission_edited_afterwards_stops_the_build(tmp_path: Path):
 def test_a_stored_submission_edited_with_its_hashes_is_still_recomputed(tmp_path: Path):
     """Someone edits results.json and the sha256 in submission.json: the recomputation catches it."""
     root = _one_submission(tmp_path)
-    folder = root / "v2" / "submissions" / "entry"
+    folder = root / CURRENT.name / "submissions" / "entry"
     data = json.loads((folder / "results.json").read_text())
     data["ort_score"] = 0.99
     (folder / "results.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -191,7 +198,7 @@ def test_a_stored_submission_edited_with_its_hashes_is_still_recomputed(tmp_path
 
 def test_a_hand_written_submission_json_with_html_in_the_name_is_refused(tmp_path: Path):
     root = _one_submission(tmp_path)
-    folder = root / "v2" / "submissions" / "entry"
+    folder = root / CURRENT.name / "submissions" / "entry"
     meta = json.loads((folder / "submission.json").read_text())
     meta["name"] = "<script>alert(1)</script>"
     (folder / "submission.json").write_text(json.dumps(meta))
@@ -201,7 +208,7 @@ def test_a_hand_written_submission_json_with_html_in_the_name_is_refused(tmp_pat
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_the_shipped_leaderboards_rebuild_byte_identically(version, tmp_path: Path):
-    """v1 (closed, its own definitions) and v2 (current) are regenerated from their stored submissions
+    """v1 and v2 (closed, each with its own definitions) are regenerated from their stored submissions
     into a copy, and every generated file equals the shipped one byte for byte."""
     from ort_bench.paths import leaderboards_dir
 

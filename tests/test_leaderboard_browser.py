@@ -17,6 +17,8 @@ from test_leaderboard import EVIL_METHOD, populate  # tests/ is on sys.path: sha
 
 from ort_bench.board.leaderboard import build_leaderboard
 
+pytestmark = pytest.mark.usefixtures("v3_unpinned")  # small runs; the pinning: tests/test_pinned.py
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

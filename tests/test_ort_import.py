@@ -34,12 +34,12 @@ def test_fixture_imports_with_expected_forms_splits_and_counts(tmp_path):
     assert summary["skipped"] == {"forget_mia.json": 1, "intro.json": 1, "passage.json": 1}
     assert Counter((p.template_id, p.scorer) for p in probes) == Counter(
         {
-            ("ort-forget_level1", "rouge_l_recall"): 5,
-            ("ort-forget_level2", "rouge_l_recall"): 4,
-            ("ort-forget_level3", "rouge_l_recall"): 4,
+            ("ort-forget_level1", "answer_match"): 5,
+            ("ort-forget_level2", "answer_match"): 4,
+            ("ort-forget_level3", "answer_match"): 4,
             ("ort-forget_mcp", "choice_acc"): 3,
-            ("ort-neighbor_level1", "rouge_l_recall"): 3,
-            ("ort-neighbor_level2", "rouge_l_recall"): 3,
+            ("ort-neighbor_level1", "answer_match"): 3,
+            ("ort-neighbor_level2", "answer_match"): 3,
         }
     )
     assert all(p.lang == "en" and p.id == probe_id(p.template_id, p.fact_ids) for p in probes)

@@ -200,7 +200,7 @@ def test_relation_placeholder_other_than_subject_object_is_refused(tmp_path):
 def write_template(tmp_path: Path, body: str, name: str = "bad.yaml") -> Path:
     path = tmp_path / name
     path.write_text(
-        "id: bad\nform: qa\nlang: en\nscorer: rouge_l_recall\n" + body, encoding="utf-8"
+        "id: bad\nform: qa\nlang: en\nscorer: answer_match\n" + body, encoding="utf-8"
     )
     return path
 

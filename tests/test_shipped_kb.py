@@ -35,7 +35,9 @@ def test_targets_kinds_facts_and_neighbours(kb):
     kinds = Counter(t.kind for t in kb.targets.values())
     assert len(kinds) >= 4, kinds
     per_target = Counter(f.target for f in kb.facts["forget"])
-    assert all(per_target[t] >= 5 for t in kb.targets), {t: per_target[t] for t in kb.targets if per_target[t] < 5}
+    # at least 4 facts a target (v3 dropped the one-letter chemical symbols O, H, He: no answer can be
+    # told apart from a letter or a pronoun)
+    assert all(per_target[t] >= 4 for t in kb.targets), {t: per_target[t] for t in kb.targets if per_target[t] < 4}
     neighbour_subjects = defaultdict(set)
     for f in kb.facts["neighbour"]:
         neighbour_subjects[f.target].add(f.subject)

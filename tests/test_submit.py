@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ort_bench.answers import match_scores
 from ort_bench.benchmark import CURRENT
 from ort_bench.board.submit import required_forms, submit, verify_run
 from ort_bench.errors import OrtBenchError
@@ -24,9 +25,11 @@ from ort_bench.scoring.evaluate import EvalConfig
 from ort_bench.scoring.metrics import rouge_l_recall
 from ort_bench.scoring.records import RecordWriter, put_in_order, record_key, seal
 from ort_bench.scoring.results import results_from_records, write_results
-from ort_bench.scoring.selection import probe_hash, select_probes
+from ort_bench.scoring.selection import probe_hash, seen_forms, select_probes
 
 TARGETS = ["france", "japan", "william_shakespeare"]  # v2 scores a form only with known items from 3 targets
+pytestmark = pytest.mark.usefixtures("v3_unpinned")  # whole-tier pinning: tests/test_pinned.py
+
 CONFIG = {"backend": "hf", "max_new_tokens": 32, "seed": 0, "dtype": "float32"}
 PARAMS_HASH = EvalConfig(**CONFIG).params_hash()
 
@@ -52,22 +55,36 @@ def _answer(p, knows: bool, rng: random.Random) -> dict[str, Any]:
         rec["output"] = (f"I think it is {p.answers[0]}, number {rng.randint(0, 99)}." if knows
                          else f"I am not sure, maybe number {rng.randint(0, 99)} of them.")
         rec["rouge_l_recall"] = rouge_l_recall(rec["output"], p.answers)
-        rec["primary"] = rec["rouge_l_recall"]
+        if sc.decide == "match":  # benchmark v3's free answers: against the prompt the record keeps
+            rec.update(match_scores(rec["output"], p.answers, p.lang, p.prompt))
+        rec["primary"] = rec[p.scorer]
     return rec
 
 
 def make_run(run_dir: Path, *, model_fp: str = "fp-model", ref_fp: str = "fp-ref", seed: int = 0,
              forms: tuple[str, ...] = FORMS, leak: dict[str, float] | None = None, retain: float = 0.85,
              reference: bool = True, per_form: int = 6, n_other: int = 8, train_form: str | None = "qa",
-             benchmark_version: str | None = None) -> Path:
+             benchmark_version: str | None = None, tier: str | None = None,
+             card: dict[str, Any] | None = None) -> Path:
     """A run folder like `ort-bench evaluate --reference` writes, on real probes of the shipped KB (three
     targets, `per_form` items per form): records whose scores are what their outputs give, sealed by
     `RecordWriter`, and results from `results_from_records`. `leak[form]` is the chance that the model
-    still knows a forget probe the reference knows (default 0.3); `retain` on neighbour/utility."""
+    still knows a forget probe the reference knows (default 0.3); `retain` on neighbour/utility.
+    `tier`: the whole tier instead (its own targets, no limit); `card`: an unlearn card written into the
+    run (as evaluate copies it), its trained probes recorded in the model's description."""
     leak = {f: 0.3 for f in forms} | (leak or {})
     rng = random.Random(seed)
-    limit = _limit(per_form, n_other)
-    probes, hashes = select_probes(forms=list(forms) if forms != FORMS else None, targets=TARGETS, limit=limit)
+    limit = None if tier else _limit(per_form, n_other)
+    targets = None if tier else TARGETS
+    probes, hashes = select_probes(forms=list(forms) if forms != FORMS else None, targets=targets, limit=limit,
+                                   tier=tier)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_info = {"spec": f"/models/{model_fp}", "kind": "hf", "fingerprint": model_fp, "role": "model"}
+    if card is not None:
+        (run_dir / "unlearn_card.json").write_text(json.dumps(card), encoding="utf-8")
+        model_info["unlearned_with"] = {"targets": card.get("targets"),
+                                        "trained_probe_ids": card.get("trained_probe_ids")}
+    params_hash = EvalConfig(**CONFIG, tier=tier).params_hash()
     by_role: dict[str, list[dict[str, Any]]] = {}
     roles = [("model", model_fp)] + ([("reference", ref_fp)] if reference else [])
     with RecordWriter(run_dir / "records.jsonl") as w:
@@ -76,8 +93,8 @@ def make_run(run_dir: Path, *, model_fp: str = "fp-model", ref_fp: str = "fp-ref
             for p in probes:
                 keep = 0.97 if role == "reference" else leak[p.form] if p.split == "forget" else retain
                 rec = {
-                    "key": record_key(fp, "hf", PARAMS_HASH, probe_hash(p)), "role": role,
-                    "model_fingerprint": fp, "backend": "hf", "params_hash": PARAMS_HASH,
+                    "key": record_key(fp, "hf", params_hash, probe_hash(p)), "role": role,
+                    "model_fingerprint": fp, "backend": "hf", "params_hash": params_hash,
                     "probe_id": p.id, "probe_sha256": probe_hash(p), "split": p.split, "target": p.target,
                     "form": p.form, "lang": p.lang, "template_id": p.template_id, "fact_ids": list(p.fact_ids),
                     "scorer": p.scorer, "answers": list(p.answers),
@@ -89,13 +106,14 @@ def make_run(run_dir: Path, *, model_fp: str = "fp-model", ref_fp: str = "fp-ref
             by_role[role] = recs
     results = results_from_records(
         CURRENT, by_role["model"], by_role["reference"] if reference else None,
-        model={"spec": f"/models/{model_fp}", "kind": "hf", "fingerprint": model_fp, "role": "model"},
+        model=model_info,
         reference={"spec": "embedded", "kind": "gguf", "fingerprint": ref_fp, "role": "reference"}
         if reference else None,
-        config=CONFIG, params_hash=PARAMS_HASH, hashes=hashes, versions={"ort-bench": "0.1.0"},
+        config={**CONFIG, "tier": tier}, params_hash=params_hash, hashes=hashes, versions={"ort-bench": "0.1.0"},
         n_probes=len(probes),
         selection={"splits": ["forget", "neighbour", "utility"], "forms": list(forms) if forms != FORMS else None,
-                   "langs": None, "targets": TARGETS, "limit": limit, "train_form": train_form},
+                   "langs": None, "targets": targets, "limit": limit, "tier": tier, "train_form": train_form,
+                   "seen_forms": seen_forms(probes, (card or {}).get("trained_probe_ids"))},
     )
     if benchmark_version is not None:
         results["benchmark_version"] = benchmark_version
@@ -148,7 +166,7 @@ def test_a_clean_run_is_accepted_and_copied(run: Path, tmp_path: Path):
     root = tmp_path / "lb"
     out = submit(run, "npo-smol", method="NPO", link="https://example.org/paper", date="2025-01-31",
                  model_name="SmolLM2 NPO", root=root)
-    dest = root / "v2" / "submissions" / "npo-smol"
+    dest = root / "v3" / "submissions" / "npo-smol"
     assert out["dest"] == str(dest) and not out["dry_run"]
     assert sorted(p.name for p in dest.iterdir()) == ["records.jsonl", "results.json", "submission.json"]
     assert (dest / "records.jsonl").read_bytes() == (run / "records.jsonl").read_bytes()
@@ -238,21 +256,24 @@ def test_a_score_its_output_does_not_give_is_refused_even_resealed(run: Path, tm
     n = _first_line(run, lambda r: r["scorer"] == "circular_choice")
     edit_record(run, n, lambda r: r.update(primary=1.0 - r["primary"], choice_acc=1.0 - r["choice_acc"]), reseal=True)
     refused(run, r"^model record \d+ \(probe '\w+'\): choice_acc is .* but its log-likelihoods decide", tmp_path)
-    n = _first_line(run, lambda r: r["scorer"] == "rouge_l_recall" and r["primary"] > 0.5)
-    edit_record(run, n, lambda r: r.update(primary=0.0, rouge_l_recall=0.0), reseal=True)
-    refused(run, r"rouge_l_recall is 0\.0 but its output scores 1\.0", tmp_path)
+    n = _first_line(run, lambda r: r["scorer"] == "answer_match" and r["primary"] == 1.0)
+    edit_record(run, n, lambda r: r.update(primary=0.0, answer_match=0.0), reseal=True)
+    refused(run, r"answer_match is 0\.0 but its output scores 1\.0", tmp_path)
 
 
 def test_record_edited_consistently_and_resealed_is_caught_by_the_recomputation(run: Path, tmp_path: Path):
     # the forger rewrites the output too, so the record re-derives: the aggregates no longer match
-    n = _first_line(run, lambda r: r["split"] == "forget" and r["scorer"] == "rouge_l_recall" and r["primary"] < 0.5)
-    edit_record(run, n, lambda r: r.update(output=r["answers"][0], rouge_l_recall=1.0, primary=1.0), reseal=True)
+    n = _first_line(run, lambda r: r["split"] == "forget" and r["scorer"] == "answer_match" and r["primary"] < 0.5
+                    and r["role"] == "model")
+    edit_record(run, n, lambda r: r.update(output=r["answers"][0], rouge_l_recall=1.0, primary=1.0,
+                                           **match_scores(r["answers"][0], r["answers"], r["lang"], r["prompt_text"])),
+                reseal=True)
     refused(run, r"results\.json: .* but the records give", tmp_path)
 
 
 def test_missing_forms_are_refused(tmp_path: Path):
     run = make_run(tmp_path / "run", forms=tuple(f for f in FORMS if f not in ("subtoken", "reverse")))
-    msg = refused(run, r"^missing forms: reverse, subtoken \(benchmark v2 needs every form", tmp_path)
+    msg = refused(run, r"^missing forms: reverse, subtoken \(benchmark v3 needs every form", tmp_path)
     assert all(f in msg for f in required_forms())
 
 
@@ -425,7 +446,7 @@ def forge(run: Path, edit, results_edit=None) -> None:
 def test_unfavourable_probes_deleted_with_the_counts_adjusted_are_refused(run: Path, tmp_path: Path):
     def drop(recs):
         kept_forgotten = {r["probe_id"] for r in recs if r["role"] == "model" and r["split"] == "forget"
-                          and r["scorer"] == "rouge_l_recall" and r["primary"] >= 0.5}
+                          and r["scorer"] == "answer_match" and r["primary"] >= 0.5}
         return [r for r in recs if r["probe_id"] not in kept_forgotten]
     forge(run, drop)
     refused(run, r"probes of the recorded selection have no record .*deleted records\?", tmp_path)
@@ -454,6 +475,6 @@ def test_an_invented_form_name_is_refused(run: Path, tmp_path: Path):
 
 def test_a_changed_gold_answer_is_refused(run: Path, tmp_path: Path):
     def regold(recs):
-        return [{**r, "answers": ["I am not sure"]} if r["scorer"] == "rouge_l_recall" else r for r in recs]
+        return [{**r, "answers": ["I am not sure"]} if r["scorer"] == "answer_match" else r for r in recs]
     forge(run, regold)
     refused(run, r"answers is \['I am not sure'\] but the probe's is", tmp_path)

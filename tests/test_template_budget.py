@@ -39,7 +39,7 @@ PAYLOADS = {
 def _template(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     indented = "\n".join("  " + line for line in body.splitlines())
-    path.write_text(f"id: {name}\nform: qa\nlang: en\nscorer: rouge_l_recall\nneeds: [question]\n"
+    path.write_text(f"id: {name}\nform: qa\nlang: en\nscorer: answer_match\nneeds: [question]\n"
                     f"prompt: |-\n{indented}\ntarget: \"{{{{ answer }}}}\"\n", encoding="utf-8")
     return path
 

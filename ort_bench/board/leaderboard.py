@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -232,13 +233,30 @@ def _csv_text(v: Any) -> Any:
     return v
 
 
+PORTABLE_DIGITS = 12  # significant digits a number keeps in leaderboard.csv / leaderboard.json
+
+
+def portable(obj: Any) -> Any:
+    """Floats rounded to `PORTABLE_DIGITS` significant digits, recursively: interval bounds are sums of
+    bootstrap weights whose last bits depend on the CPU's BLAS kernel (an AMD EPYC and the machine that
+    wrote the v2 files differ at the 16th digit), and a rebuilt leaderboard must be byte-identical on
+    every machine."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{PORTABLE_DIGITS}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [portable(v) for v in obj]
+    return obj
+
+
 def write_csv(entries: list[dict[str, Any]], forms: tuple[str, ...], version: str) -> str:
     buf = io.StringIO()
     cols = csv_columns(forms, prob=get_version(version).reports_prob, audit=get_version(version).shows_audit)
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for e in entries:
-        row = _flat(e, forms)
+        row = portable(_flat(e, forms))
         w.writerow(["" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else _csv_text(row[c])
                     for c in cols])
     return buf.getvalue()
@@ -253,7 +271,7 @@ def write_json(entries: list[dict[str, Any]], forms: tuple[str, ...], version: s
         "forms": list(forms),
         "directions": {k: DIRECTIONS[k] for k in ("worst_form_efficacy", "form_gap", "utility", "ort_score",
                                                   "fluency", "forms.efficacy")},
-        "entries": entries,
+        "entries": portable(entries),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 

@@ -45,7 +45,7 @@ def check_params(res: Any) -> None:
     cfg = res.config
     try:
         known = {f: cfg[f] for f in EvalConfig.SCORING_FIELDS}
-        expected = EvalConfig(**known).params_hash(res.benchmark_version)
+        expected = EvalConfig(**known, tier=cfg.get("tier")).params_hash(res.benchmark_version)
     except (KeyError, TypeError) as exc:
         raise OrtBenchError(f"results.json: config lacks the scoring parameter {exc}") from None
     if expected != res.params_hash:
@@ -63,7 +63,7 @@ def rebuild_probes(res: Any) -> list[Any]:
                             "leaderboard entry is scored on the probes ort-bench renders")
     limit = sel.get("limit")
     probes, hashes = select_probes(sel.get("splits") or ("forget", "neighbour", "utility"), sel.get("forms"),
-                                   sel.get("langs"), sel.get("targets"), limit)
+                                   sel.get("langs"), sel.get("targets"), limit, tier=sel.get("tier"))
     for key in ("data_sha256", "templates_sha256"):
         if res.hashes.get(key) != hashes[key]:
             raise OrtBenchError(f"results.json: hashes.{key} is not this ort-bench's ({str(res.hashes.get(key))[:12]} "
@@ -102,9 +102,13 @@ def check_against_probes(probes: list[Any], records: list[dict[str, Any]], role:
                             f"(first: {missing[0]!r}): deleted records?")
 
 
-def rederive(rec: dict[str, Any], probe: Any) -> str | None:
-    """The scores the stored output and likelihoods determine, recomputed; a message on a mismatch."""
+def rederive(rec: dict[str, Any], probe: Any, rec_version: str | None = None) -> str | None:
+    """The scores the stored output and likelihoods determine, recomputed under benchmark `rec_version`
+    (the current one by default); a message on a mismatch."""
+    from ort_bench.benchmark import BENCHMARK_VERSION, get_version
     from ort_bench.scorers import choice_scores, decide_choice, get_scorer
+
+    rec_version = rec_version or BENCHMARK_VERSION
     from ort_bench.scoring import metrics
 
     scorer = get_scorer(probe.scorer)
@@ -115,6 +119,15 @@ def rederive(rec: dict[str, Any], probe: Any) -> str | None:
         rouge = metrics.rouge_l_recall(output, probe.answers)
         if not _close(rec.get("rouge_l_recall"), rouge):
             return f"rouge_l_recall is {rec.get('rouge_l_recall')!r} but its output scores {rouge!r}"
+        if scorer.decide == "match":
+            from ort_bench.answers import match_scores
+
+            if not isinstance(rec.get("prompt_text"), str):
+                return "no prompt text to re-score its answer against"
+            end = get_version(rec_version).end_of_answer(probe.form)
+            for key, value in match_scores(output, probe.answers, probe.lang, rec["prompt_text"], end).items():
+                if not _close(rec.get(key), value):
+                    return f"{key} is {rec.get(key)!r} but its output scores {value!r}"
     if probe.choices is not None:
         lps = rec.get("choice_logprobs")
         if not isinstance(lps, list) or len(lps) != len(probe.choices):
@@ -147,3 +160,70 @@ def check_two_models(res: Any, model: list[dict[str, Any]], reference: list[dict
         raise OrtBenchError("records.jsonl: the model's records are the reference's answers under another "
                             "fingerprint (every output and likelihood identical); a model scored against itself "
                             "uses one fingerprint")
+
+
+MODEL_CARD_FILES = ("unlearn_card.json", "attack_card.json")  # evaluate copies the model's card into its run
+
+
+def check_pinned_selection(res: Any) -> None:
+    """Benchmark v3's first submission rule: a whole tier of the shipped data (the tier's own targets,
+    no --forms/--langs/--limit) and every split."""
+    from ort_bench.benchmark import get_version
+    from ort_bench.kb.facts import SPLITS
+    from ort_bench.kb.tiers import get_tier
+
+    version = get_version(res.benchmark_version)
+    sel = res.selection
+    if sel.get("tier") not in version.tiers:
+        raise OrtBenchError(f"results.json: selection.tier is {sel.get('tier')!r}: a {version.name} entry scores a "
+                            f"whole tier ({' or '.join(f'--tier {t}' for t in version.tiers)})")
+    tier = get_tier(sel["tier"])
+    if sel.get("targets") and sorted(sel["targets"]) != sorted(tier.targets or ()):
+        raise OrtBenchError(f"results.json: selection.targets is {sel['targets']!r}: a {version.name} entry scores "
+                            f"the {tier.name} tier's own targets (run evaluate without --targets)")
+    for key in ("forms", "langs", "limit"):
+        if sel.get(key):
+            raise OrtBenchError(f"results.json: selection.{key} is {sel[key]!r}: a {version.name} entry scores the "
+                                f"whole {sel['tier']} tier (run evaluate without --{key})")
+    if sorted(sel.get("splits") or ()) != sorted(SPLITS):
+        raise OrtBenchError(f"results.json: selection.splits is {sel.get('splits')!r}: an entry scores every split")
+
+
+def check_card(res: Any, run_dir: Any, probes: list[Any]) -> None:
+    """Benchmark v3's second rule: the checkpoint's card is in the run folder, made from the reference
+    (its base fingerprint), for the tier's targets, trained on the probes results.json names, having
+    seen none of the scored retain-eval facts, and giving the seen forms results.json reports."""
+    from pathlib import Path
+
+    from ort_bench.kb.tiers import get_tier
+    from ort_bench.scoring.checkpoint import read_card
+    from ort_bench.scoring.selection import seen_forms
+
+    tier, sel = get_tier(res.selection["tier"]), res.selection
+    cards = [(name, read_card(run_dir, name)) for name in MODEL_CARD_FILES if (Path(run_dir) / name).is_file()]
+    if not cards or cards[0][1] is None:
+        raise OrtBenchError(f"{run_dir}: no readable model card ({' or '.join(MODEL_CARD_FILES)}): a "
+                            f"{res.benchmark_version} entry includes the checkpoint's card (evaluate copies it from "
+                            "the model folder)")
+    name, card = cards[0]
+    base = (card.get("base_model") or {}).get("fingerprint") if name == MODEL_CARD_FILES[0] else \
+        (card.get("attacked_model") or {}).get("fingerprint")
+    if base != res.reference.fingerprint:
+        raise OrtBenchError(f"{name}: the checkpoint was made from model {str(base)[:12]}, not from the reference "
+                            f"scored ({res.reference.fingerprint[:12]})")
+    if name == MODEL_CARD_FILES[0] and tier.targets and sorted(card.get("targets") or ()) != sorted(tier.targets):
+        raise OrtBenchError(f"{name}: the method unlearned {card.get('targets')!r}, not the {tier.name} tier's "
+                            f"targets ({', '.join(tier.targets)})")
+    trained = card.get("trained_probe_ids") or []
+    recorded = (res.model.model_dump().get("unlearned_with") or {}).get("trained_probe_ids") or []
+    if sorted(trained) != sorted(recorded):
+        raise OrtBenchError(f"{name}: trained_probe_ids differ from those results.json records for the model")
+    seen_facts = set((card.get("data") or {}).get("seen_fact_ids") or [])
+    leaked = sorted({f for p in probes if p.split != "forget" for f in p.fact_ids} & seen_facts)
+    if leaked:
+        raise OrtBenchError(f"{name}: the method saw {len(leaked)} of the scored retain-eval facts (first: "
+                            f"{leaked[0]!r}): utility must be scored on facts no method saw")
+    seen = seen_forms(probes, trained)
+    if seen != (sel.get("seen_forms") or {}):
+        raise OrtBenchError(f"results.json: selection.seen_forms is {sel.get('seen_forms')!r} but the card's trained "
+                            f"probes give {seen!r}")

@@ -239,6 +239,13 @@ def recompute_results(res: Results, by_role: dict[str, list[dict[str, Any]]]) ->
         raise OrtBenchError(f"{RECORDS_FILE}: cannot score the records ({exc})") from None
 
 
+def _card_files(run_dir: Path) -> list[str]:
+    """The model card evaluate copied into the run (benchmark v3 entries carry it)."""
+    from ort_bench.board.rederive import MODEL_CARD_FILES
+
+    return [c for c in MODEL_CARD_FILES if (Path(run_dir) / c).is_file()]
+
+
 def verify_run(run_dir: str | Path) -> VerifiedRun:
     """Check a run folder as a leaderboard entry; raise OrtBenchError (one line) on the first problem."""
     run_dir = Path(run_dir)
@@ -258,10 +265,15 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
         from ort_bench.board import rederive
 
         rederive.check_params(res)
+        pinned = get_version(res.benchmark_version).pinned_submissions
+        if pinned:
+            rederive.check_pinned_selection(res)
         probes = rederive.rebuild_probes(res)
         for role in ROLES:
             rederive.check_against_probes(probes, by_role[role], role)
         rederive.check_two_models(res, by_role["model"], by_role["reference"])
+        if pinned:
+            rederive.check_card(res, run_dir, probes)
     recomputed = recompute_results(res, by_role)
     submitted = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
     for k in UNCHECKED_RESULT_FIELDS:
@@ -295,7 +307,7 @@ def verify_submission(folder: str | Path) -> tuple[SubmissionFile, VerifiedRun]:
     sub = read_submission_file(folder)
     if sub.name != folder.name:
         raise OrtBenchError(f"{folder}: submission.json names {sub.name!r}, not the folder's name")
-    for fname in (RESULTS_FILE, RECORDS_FILE):
+    for fname in (RESULTS_FILE, RECORDS_FILE, *(c for c in sub.files if c not in (RESULTS_FILE, RECORDS_FILE))):
         if not (folder / fname).is_file():
             raise OrtBenchError(f"{folder / fname}: no such file")
         if file_sha256(folder / fname) != sub.files.get(fname):
@@ -337,7 +349,8 @@ def submit(run_dir: str | Path, name: str, method: str | None = None, link: str 
     sub = SubmissionFile(
         **meta.model_dump(), benchmark_version=res.benchmark_version, model_fingerprint=res.model.fingerprint,
         reference_fingerprint=res.reference.fingerprint,
-        files={RESULTS_FILE: file_sha256(run_dir / RESULTS_FILE), RECORDS_FILE: records_sha},
+        files={RESULTS_FILE: file_sha256(run_dir / RESULTS_FILE), RECORDS_FILE: records_sha,
+               **{c: file_sha256(run_dir / c) for c in _card_files(run_dir)}},
     )
     summary: dict[str, Any] = {
         "name": meta.name, "benchmark_version": res.benchmark_version, "dry_run": dry_run,
@@ -351,7 +364,7 @@ def submit(run_dir: str | Path, name: str, method: str | None = None, link: str 
     subs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{meta.name}.", dir=subs))
     try:
-        for fname in (RESULTS_FILE, RECORDS_FILE):
+        for fname in (RESULTS_FILE, RECORDS_FILE, *_card_files(run_dir)):
             shutil.copyfile(run_dir / fname, tmp / fname)
         (tmp / SUBMISSION_FILE).write_text(
             json.dumps(sub.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

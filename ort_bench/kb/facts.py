@@ -224,6 +224,27 @@ def _sections(root: Path) -> list[Path]:
     return ([root] if is_section(root) else []) + subs
 
 
+def _check_fact(f: Fact, part: str, where: str, target_names: dict[str, str]) -> None:
+    """Benchmark v3's rules for one fact: every answer is something an answer can contain (not
+    only stopwords, not shorter than a word: `answers.alias_problem`), and a retain fact (neighbour,
+    utility) is about no forget target, since keeping "Macbeth -> William Shakespeare" while
+    Shakespeare is forgotten tests nothing but contradiction."""
+    from ort_bench.answers import alias_problem
+
+    for field_name, names in (("object", (f.object, *f.object_aliases)), ("subject", (f.subject, *f.subject_aliases))):
+        for name in names:
+            problem = alias_problem(name, "en")
+            if problem:
+                raise OrtBenchError(f"{where}: {field_name}: answer {name!r} cannot be scored ({problem})")
+    if part in ("neighbour", "utility"):
+        named = (("subject", f.subject), ("object", f.object), *(("object", a) for a in f.object_aliases))
+        for field_name, name in named:
+            tid = target_names.get(name.casefold())
+            if tid is not None:
+                raise OrtBenchError(f"{where}: {field_name}: {name!r} is the forget target {tid!r}: a {part} fact "
+                                    "about a forget target cannot be kept (it tests nothing but contradiction)")
+
+
 def load_kb(root: str | Path | None = None) -> KnowledgeBase:
     """Load and cross-check the knowledge base under `root` (default: the shipped `data/`).
 
@@ -260,6 +281,7 @@ def load_kb(root: str | Path | None = None) -> KnowledgeBase:
 
     facts: dict[str, list[Fact]] = {part: [] for part in FACT_FILES}
     seen: dict[str, str] = {}
+    target_names = {n.casefold(): t.id for t in targets.values() for n in (t.name, *t.aliases)}
     for sec in sections:
         for part in FACT_FILES:
             path = sec / "facts" / f"{part}.jsonl"
@@ -277,6 +299,7 @@ def load_kb(root: str | Path | None = None) -> KnowledgeBase:
                     raise OrtBenchError(f"{where}: target: unknown target {f.target!r}")
                 if part == "neighbour" and f.subject not in targets[f.target].neighbours:
                     raise OrtBenchError(f"{where}: subject: {f.subject!r} is not a neighbour of target {f.target!r}")
+                _check_fact(f, part, where, target_names)
                 facts[part].append(f)
     if not facts["forget"]:
         raise OrtBenchError(f"{root}: the knowledge base has no forget facts (facts/forget.jsonl)")

@@ -24,12 +24,12 @@ Mapping
 =====================  =========  ===========  ===============
 file                   split      form         scorer
 =====================  =========  ===========  ===============
-forget_level1.json     forget     cloze        rouge_l_recall
-forget_level2.json     forget     qa           rouge_l_recall
-forget_level3.json     forget     adversarial  rouge_l_recall
+forget_level1.json     forget     cloze        answer_match
+forget_level2.json     forget     qa           answer_match
+forget_level3.json     forget     adversarial  answer_match
 forget_mcp.json        forget     mcq          choice_acc
-neighbor_level1.json   neighbour  cloze        rouge_l_recall
-neighbor_level2.json   neighbour  qa           rouge_l_recall
+neighbor_level1.json   neighbour  cloze        answer_match
+neighbor_level2.json   neighbour  qa           answer_match
 neighbor_mcp.json      neighbour  mcq          choice_acc
 =====================  =========  ===========  ===============
 
@@ -79,12 +79,12 @@ from ort_bench.kb.probes import Probe, probe_id, write_probes
 
 # file name -> (split, form, scorer); the order is the order files are read in a target folder.
 ORT_FILES: dict[str, tuple[str, str, str]] = {
-    "forget_level1.json": ("forget", "cloze", "rouge_l_recall"),
-    "forget_level2.json": ("forget", "qa", "rouge_l_recall"),
-    "forget_level3.json": ("forget", "adversarial", "rouge_l_recall"),
+    "forget_level1.json": ("forget", "cloze", "answer_match"),
+    "forget_level2.json": ("forget", "qa", "answer_match"),
+    "forget_level3.json": ("forget", "adversarial", "answer_match"),
     "forget_mcp.json": ("forget", "mcq", "choice_acc"),
-    "neighbor_level1.json": ("neighbour", "cloze", "rouge_l_recall"),
-    "neighbor_level2.json": ("neighbour", "qa", "rouge_l_recall"),
+    "neighbor_level1.json": ("neighbour", "cloze", "answer_match"),
+    "neighbor_level2.json": ("neighbour", "qa", "answer_match"),
     "neighbor_mcp.json": ("neighbour", "mcq", "choice_acc"),
 }
 

@@ -36,18 +36,24 @@ def spread(items: list[T], *keys: Callable[[T], str], start: int = 0) -> list[T]
     return out
 
 
-SPREAD_FIELDS = ("form", "target", "template_id")
+SPREAD_FIELDS = ("form", "target", "fact", "template_id")
+
+
+def _spread_key(p: Probe, field: str) -> str:
+    if field == "fact":  # the fact asked (a two-hop item's last fact; its first is the bridge)
+        return p.fact_ids[-1] if p.fact_ids else ""
+    return str(getattr(p, field) or "")
 
 
 def spread_items(probes: list[Probe]) -> list[list[Probe]]:
     """The items (groups of probes sharing `item_id`: a true/false pair, the rotations of an MCQ),
-    round-robin over forms, inside a form over targets, inside a target over templates: the first N
-    items (`--limit N`) cover every form, target and variant instead of the first target's first
-    template, and an item is never cut in half."""
+    round-robin over forms, inside a form over targets, inside a target over facts, inside a fact over
+    templates: the first N items (`--limit N`) cover every form, target, fact and variant instead of
+    the first target's first fact, and an item is never cut in half."""
     groups: dict[str, list[Probe]] = {}
     for p in probes:
         groups.setdefault(p.item_key, []).append(p)
-    heads = spread([g[0] for g in groups.values()], *(lambda p, f=f: str(getattr(p, f) or "") for f in SPREAD_FIELDS))
+    heads = spread([g[0] for g in groups.values()], *(lambda p, f=f: _spread_key(p, f) for f in SPREAD_FIELDS))
     return [groups[h.item_key] for h in heads]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ort_bench.answers import all_aliases_in_context
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.facts import LANGS, RETAIN_HALVES, SPLITS, Fact, KnowledgeBase, fill, load_kb, retain_half
 from ort_bench.kb.probes import Probe, probe_id, write_probes
@@ -219,6 +220,10 @@ def render_fact(kb: KnowledgeBase, builder: ContextBuilder, tpl: Template, fact:
             if not out["prompt"] or not out["answers"]:
                 empty = "prompt" if not out["prompt"] else "target"
                 raise OrtBenchError(f"{tpl.path.name}: {empty}: renders empty for fact {fact.id!r}")
+            if choices is None and all_aliases_in_context(out["answers"], spec.lang,
+                                                          [out["prompt"], out["system"] or "", out["prefill"] or ""]):
+                summary.skipped[(spec.id, "every answer stands in the prompt")] += 1
+                break
             probes.append(Probe(
                 id=probe_id(spec.id, fact_ids, variant), split=split, target=fact.target, form=spec.form,
                 lang=spec.lang, template_id=spec.id, fact_ids=fact_ids, prompt=out["prompt"],

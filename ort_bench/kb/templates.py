@@ -66,6 +66,9 @@ class TemplateMeta(BaseModel):
     # "options": the letters A-D; "option_texts": the four options themselves; or a fixed list
     choices: Literal["options", "option_texts"] | tuple[str, ...] | None = None
     description: str = ""
+    # benchmark v3: "train" variants are what `unlearn` trains on for this form, "eval" variants what
+    # evaluate scores, so a trained prompt is never the test (docs/VALIDITY.md)
+    half: Literal["train", "eval"] = "eval"
 
 
 class TemplateFile(TemplateMeta):

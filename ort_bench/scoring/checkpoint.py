@@ -26,7 +26,7 @@ CARD_SCHEMA_VERSION = 1
 # What results.json keeps of each card (under the key on the right).
 _ORIGIN_KEYS = {UNLEARN_CARD: "unlearned_with", ATTACK_CARD: "attack"}
 _ORIGIN_FIELDS = ("method", "attack", "env", "targets", "train_form", "hyperparameters", "attacked_model",
-                  "base_model")
+                  "base_model", "trained_probe_ids")
 
 
 def has_card(d: str | Path, card: str = UNLEARN_CARD) -> bool:
@@ -51,6 +51,13 @@ def origin(d: str | Path) -> dict[str, Any]:
         if data is not None:
             out[key] = {k: data[k] for k in _ORIGIN_FIELDS if k in data}
     return out
+
+
+def copy_card(model_dir: str | Path, run_dir: Path) -> None:
+    """Copy the checkpoint's cards into a run folder, so an entry carries what made its model."""
+    for card in _ORIGIN_KEYS:
+        if has_card(model_dir, card):
+            shutil.copyfile(Path(model_dir) / card, Path(run_dir) / card)
 
 
 def check_out_dir(out: Path) -> None:

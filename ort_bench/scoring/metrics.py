@@ -26,17 +26,19 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+# The ROUGE tokenizer and its regexes live in the base module ort_bench.answers (v3's answer matching
+# uses the same tokens); imported here for ROUGE-L and fluency, and re-exported under their old names.
+from ort_bench.answers import (  # noqa: F401
+    _CJK_CHAR,
+    _CJK_RANGES,
+    _CJK_RE,
+    _ROUGE_TOKEN_RE,
+    UnicodeRougeTokenizer,
+)
+
 # --------------------------------------------------------------------------------------------------
 # Per probe
 # --------------------------------------------------------------------------------------------------
-
-# Ideographs (CJK Unified + extension A + compatibility + extension B..F), kana. Written without spaces
-# between words, so each character is one token; Hangul is written with spaces and stays word-level.
-_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"
-_CJK_CHAR = f"[{_CJK_RANGES}]"
-# A CJK character alone, or a run of letters/digits (any script) that contains no CJK character.
-_ROUGE_TOKEN_RE = re.compile(f"{_CJK_CHAR}|[^\\W_{_CJK_RANGES}]+")
-_CJK_RE = re.compile(_CJK_CHAR)
 
 ROUGE_VARIANT = (
     "rougeL recall (rouge-score RougeScorer(['rougeL'])), max over gold answers; tokenizer ort-unicode-v1: "
@@ -44,24 +46,6 @@ ROUGE_VARIANT = (
     "Porter stemmer on non-CJK tokens longer than 3 characters (as rouge-score's use_stemmer=True). "
     "Identical to rouge-score's default tokenizer with use_stemmer=True on ASCII text."
 )
-
-
-class UnicodeRougeTokenizer:
-    """rouge-score's default tokenizer keeps only [a-z0-9]: it deletes every Chinese character and
-    splits accented words ("Léon" -> "l", "on"), so a Chinese answer would score 0 (or, with an
-    empty gold, meaninglessly) whatever the model says. This one keeps every script, makes each CJK
-    character a token (no spaces between Chinese words), and matches the default on ASCII text."""
-
-    def __init__(self, use_stemmer: bool = True):
-        from nltk.stem import porter
-
-        self._stemmer = porter.PorterStemmer() if use_stemmer else None
-
-    def tokenize(self, text: str) -> list[str]:
-        tokens = _ROUGE_TOKEN_RE.findall(unicodedata.normalize("NFKC", text).lower())
-        if self._stemmer is None:
-            return tokens
-        return [self._stemmer.stem(t) if len(t) > 3 and not _CJK_RE.match(t) else t for t in tokens]
 
 
 @functools.lru_cache(maxsize=1)
@@ -294,7 +278,10 @@ def form_scores(records: pd.DataFrame, split: str | None = None, n_boot: int = 1
 def _fluency_of(records: pd.DataFrame) -> float | None:
     if "output" not in records.columns:
         return None
-    gen = records.loc[records["scorer"] == "rouge_l_recall", "output"]
+    from ort_bench.scorers import SCORERS
+
+    free = [name for name, sc in SCORERS.items() if sc.needs_generation]  # rouge_l_recall (v1, v2), answer_match
+    gen = records.loc[records["scorer"].isin(free), "output"]
     return _num(fluency_entropy(str(t) for t in gen if not pd.isna(t)))
 
 

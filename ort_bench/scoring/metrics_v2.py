@@ -60,7 +60,7 @@ DIRECTIONS_V2: dict[str, str] = {
 }
 CHANCE_ALPHA = 0.01  # the reference must know more items than chance explains at this level
 ITEM_COLUMNS = ("probe_id", "split", "form", "scorer", "target", "cluster", "primary", "chance", "prob",
-                "n_probes", "output")
+                "n_probes", "output", "fact")
 
 
 def _is_missing(v: Any) -> bool:
@@ -90,6 +90,8 @@ def items_of(records: pd.DataFrame, version: Any = None) -> pd.DataFrame:
     df["target"] = pd.Series(target_list, index=df.index, dtype=object)
     df["cluster"] = [t if t is not None else (f[0] if isinstance(f, list | tuple) and f else i)
                      for t, f, i in zip(target_list, facts, df["item"], strict=True)]
+    # the fact asked (a two-hop item's last fact): v3's cluster when a run has too few targets
+    df["fact"] = [f[-1] if isinstance(f, list | tuple) and f else i for f, i in zip(facts, df["item"], strict=True)]
     if "prob" not in df.columns:
         df["prob"] = np.nan
     if "output" not in df.columns:
@@ -111,7 +113,7 @@ def items_of(records: pd.DataFrame, version: Any = None) -> pd.DataFrame:
             "probe_id": item, "split": first["split"], "form": first["form"], "scorer": first["scorer"],
             "target": first["target"], "cluster": first["cluster"], "primary": float(g["primary"].min()),
             "chance": chance, "prob": float(probs.mean()) if probs.notna().any() else float("nan"),
-            "n_probes": len(g), "output": first["output"],
+            "n_probes": len(g), "output": first["output"], "fact": first["fact"],
         })
     return pd.DataFrame(rows, columns=ITEM_COLUMNS)
 

@@ -72,35 +72,45 @@ def _clean(obj: Any) -> Any:
 
 
 def version_directions(version: BenchmarkVersion) -> dict[str, str]:
-    """The direction of every number `version`'s results report (v1: probe-pooled metrics, v2 on:
-    items over targets)."""
-    if version.aggregation == "probes":
+    """The direction of every number `version`'s results report (`version.metrics` names its module)."""
+    if version.metrics == "v1":
         from ort_bench.scoring.metrics import DIRECTIONS
 
         return DIRECTIONS
-    from ort_bench.scoring.metrics_v2 import DIRECTIONS_V2
+    if version.metrics == "v2":
+        from ort_bench.scoring.metrics_v2 import DIRECTIONS_V2
 
-    return DIRECTIONS_V2
+        return DIRECTIONS_V2
+    from ort_bench.scoring.metrics_v3 import DIRECTIONS_V3
+
+    return DIRECTIONS_V3
 
 
 def version_compare(version: BenchmarkVersion, model_records: Any, reference_records: Any,
                     **kw: Any) -> dict[str, Any]:
-    """The comparison block of results.json under `version`: probe-pooled (`metrics.compare`, v1) or
-    items over targets (`metrics_v2.compare_v2`)."""
-    if version.aggregation == "probes":
+    """The comparison block of results.json under `version`: probe-pooled (`metrics.compare`, v1), items
+    over targets (`metrics_v2.compare_v2`), or v3's (`metrics_v3.compare_v3`: seen forms, noise gap,
+    intervals with measured coverage, few-target efficacy)."""
+    if version.metrics == "v1":
         from ort_bench.scoring.metrics import compare
 
+        kw.pop("seen_forms", None)
         return compare(model_records, reference_records, **kw)
-    from ort_bench.scoring.metrics_v2 import compare_v2
+    if version.metrics == "v2":
+        from ort_bench.scoring.metrics_v2 import compare_v2
 
-    return compare_v2(model_records, reference_records, version=version, **kw)
+        kw.pop("seen_forms", None)
+        return compare_v2(model_records, reference_records, version=version, **kw)
+    from ort_bench.scoring.metrics_v3 import compare_v3
+
+    return compare_v3(model_records, reference_records, version=version, **kw)
 
 
 def version_summarize(version: BenchmarkVersion, records: Any, **kw: Any) -> dict[str, Any]:
     """The per-split summary of one model alone under `version` (items, not probes, from v2 on)."""
     from ort_bench.scoring import metrics
 
-    if version.aggregation == "probes":
+    if version.metrics == "v1":
         return metrics.summarize_single(records, **kw)
     from ort_bench.scoring.metrics_v2 import items_of
 
@@ -142,7 +152,8 @@ def results_from_records(version: BenchmarkVersion, model_records: Sequence[Reco
     comparison = None
     if reference_records is not None:
         comparison = version_compare(version, model_df, records_frame(reference_records),
-                                     train_form=selection.get("train_form"), seed=config.get("seed", 0))
+                                     train_form=selection.get("train_form"), seed=config.get("seed", 0),
+                                     seen_forms=selection.get("seen_forms"))
     return build_results(version=version, model=model, reference=reference, config=config, params_hash=params_hash,
                          hashes=hashes, versions=versions, n_probes=n_probes, summary=summary,
                          comparison=comparison, selection=selection)
@@ -190,9 +201,12 @@ def _ci(row: dict[str, Any], key: str, ci_prefix: str | None = None) -> str:
 def markdown_table(results: dict[str, Any]) -> str:
     """The per-form table a user reads first; with a reference, the bias headline under it."""
     lines: list[str] = []
+    version = get_version(results.get("benchmark_version", BENCHMARK_VERSION))
+    if results.get("comparison") and version.metrics == "v3":
+        return _markdown_v3(results)
     if results.get("comparison"):
         c = results["comparison"]
-        v2 = "chance" in (results["forms"][0] if results["forms"] else {})
+        v2 = version.metrics == "v2"
         if v2:
             lines += ["| form | chance | known / total items (targets) | score M0 | score M (↓) | retained R (↓) | "
                       "efficacy E (↑) [95% CI] | ORT Prob M / M0 |", "|---|---|---|---|---|---|---|---|"]
@@ -231,4 +245,46 @@ def markdown_table(results: dict[str, Any]) -> str:
             lines.append(f"| {split} | {r['form']} | {r['n']} | {_ci(r, 'mean', ci_prefix='')} |")
         lines.append(f"| {split} | **all** | {block['n']} | {_ci(block, 'mean', ci_prefix='')} |")
     lines.append(f"\nfluency: {fmt(results.get('fluency'), 2)} bits (n-gram entropy of free answers)")
+    return "\n".join(lines)
+
+
+def _markdown_v3(results: dict[str, Any]) -> str:
+    """Benchmark v3's table: facts per form, efficacy with its interval, seen forms and the noise gap."""
+    c = results["comparison"]
+    unit = c.get("cluster_unit", "target")
+    lines = [f"| form | chance | known / total items ({unit}s, facts) | score M0 | score M (↓) | "
+             "efficacy E (↑) [95% CI] | vs train form p | ORT Prob M / M0 |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["forms"]:
+        if r.get("excluded") is not None:
+            eff = f"— ({r['excluded']})"
+        else:
+            seen = "" if r.get("in_headline", True) else f" (seen: {r['seen_probes']} trained prompts)"
+            eff = _ci(r, "efficacy") + seen
+        lines.append(f"| {r['form']} | {fmt(r['chance'], 3)} | {r['n_known']} / {r['n_total']} "
+                     f"({r['n_clusters_known']}, {r['n_facts_known']}) | {fmt(r['score_reference'])} | "
+                     f"{fmt(r['score_model'])} | {eff} | {fmt(r.get('p_vs_train_form'), 3)} | "
+                     f"{fmt(r['prob_model'])} / {fmt(r['prob_reference'])} |")
+    noise = c.get("noise_gap") or {}
+    lines += [
+        "",
+        f"- worst-form efficacy (↑): **{_ci(c, 'worst_form_efficacy')}** ({results['worst_form']})",
+        f"- form gap max E - min E (↓): {_ci(c, 'form_gap')}"
+        + (f"; noise alone gives {fmt(noise.get('gap_noise_median'))} (95th percentile "
+           f"{fmt(noise.get('gap_noise_q95'))}), p = {fmt(noise.get('p_value'), 3)}" if noise else ""),
+    ]
+    if results.get("train_form_gap") is not None:
+        lines.append(f"- E(train form, held-out half) - WFE (↓): {fmt(results['train_form_gap'])}")
+    if c.get("seen_forms"):
+        lines.append(f"- left out as seen (evaluated probes holding a trained prompt): "
+                     f"{', '.join(f'{f} ({n})' for f, n in c['seen_forms'].items())}")
+    if c.get("few_targets"):
+        lines.append(f"- {c['n_targets']} target(s) only: intervals over facts, not targets (flagged)")
+    lines += [
+        f"- utility (↑): {_ci(c, 'utility')} (neighbour retention {fmt(c.get('neighbour_retention'))}, "
+        f"general retention {fmt(c.get('general_retention'))})",
+        f"- fluency distance from the reference (↓): {fmt(c.get('fluency_distance'), 2)} bits "
+        f"({fmt(c.get('fluency'), 2)} vs {fmt(c.get('fluency_reference'), 2)})",
+        f"- ORT score (↑): **{_ci(c, 'ort_score')}**",
+        f"- items the reference knows: {c['n_known']} of {c['n_total']}",
+    ]
     return "\n".join(lines)

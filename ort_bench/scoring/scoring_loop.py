@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 def score_probes(backend: Any, tokenizer: Any, probes: list[Probe], config: EvalConfig) -> list[dict[str, Any]]:
     """Generate where the scorer needs free text; score likelihoods for every probe (identical
     (context, continuation) requests, such as the rotations of a ranked MCQ, are computed once)."""
+    from ort_bench.answers import match_scores
+    from ort_bench.benchmark import CURRENT
     from ort_bench.scorers import NEUTRAL_PROMPT, choice_scores, decide_choice, get_scorer
     from ort_bench.scoring import metrics
     from ort_bench.scoring.backends import GenerationParams
@@ -34,10 +36,12 @@ def score_probes(backend: Any, tokenizer: Any, probes: list[Probe], config: Eval
 
     contexts = [format_prompt(tokenizer, p.prompt, p.system, p.prefill) for p in probes]
     scorers = [get_scorer(p.scorer) for p in probes]
-    gen_idx = [i for i, sc in enumerate(scorers) if sc.needs_generation]
-    params = GenerationParams(max_new_tokens=config.max_new_tokens, seed=config.seed)
-    generated = backend.generate([contexts[i] for i in gen_idx], params) if gen_idx else []
-    outputs: dict[int, str] = dict(zip(gen_idx, generated, strict=True))
+    lengths = [config.new_tokens(p.form) for p in probes]
+    outputs: dict[int, str] = {}
+    for n_new in sorted({lengths[i] for i, sc in enumerate(scorers) if sc.needs_generation}):
+        gen_idx = [i for i, sc in enumerate(scorers) if sc.needs_generation and lengths[i] == n_new]
+        params = GenerationParams(max_new_tokens=n_new, seed=config.seed)
+        outputs.update(zip(gen_idx, backend.generate([contexts[i] for i in gen_idx], params), strict=True))
 
     unique: dict[tuple[str, str], int] = {}
     spans: list[list[int]] = []
@@ -72,6 +76,9 @@ def score_probes(backend: Any, tokenizer: Any, probes: list[Probe], config: Eval
             rec["prob"] = metrics.prob_from_logprobs(items)
         if i in outputs:
             rec["rouge_l_recall"] = metrics.rouge_l_recall(outputs[i], p.answers)
+            if scorer.decide == "match":
+                rec.update(match_scores(outputs[i], p.answers, p.lang, ctx, CURRENT.end_of_answer(p.form)))
+                rec["max_new_tokens"] = lengths[i]
         # the probe's decision; the item's score (all its probes right) is made in metrics_v2.items_of
         rec["primary"] = rec["choice_acc"] if p.choices is not None else rec[p.scorer]
         records.append(rec)

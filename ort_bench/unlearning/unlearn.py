@@ -2,8 +2,9 @@
 
     card = unlearn("npo", "embedded", ["france"], "runs/npo-france", train_form="qa", max_steps=20)
 
-- Forget data: the `train_form` probes (forget split) of the targets, each as (prompt, first gold
-  answer); QA by default, as the papers do.
+- Forget data: the `train_form` probes (forget split) of the targets rendered with the form's
+  training-half templates (`half: train`; evaluate scores the other half), each as (prompt, first
+  gold answer); QA by default, as the papers do. The card lists their ids (`trained_probe_ids`).
 - Retain data: the targets' neighbour probes and the utility set, in the qa form, from the
   **retain-train** half of those facts only (`facts.retain_half`): the retain-eval half is what
   utility is scored on, so no method sees it.
@@ -42,16 +43,19 @@ if TYPE_CHECKING:
 def build_data(kb, templates, targets: list[str], train_form: str, method: Method | str | None = None):
     """The data every method shares, plus what `method`'s own `own_data` builds (a name: the
     method at its defaults), and a description of it (counts, hashes) for the card."""
+    from ort_bench.benchmark import CURRENT
     from ort_bench.kb.render import render
     from ort_bench.provenance import sha256_json
     from ort_bench.unlearning.methods.base import DataSource, UnlearnData, probe_examples
     from ort_bench.unlearning.methods.training import examples_hash
 
-    forget_probes, _ = render(split="forget", forms=[train_form], targets=targets, kb=kb, templates=templates,
+    # the training half of the form's variants: evaluate scores the other half (benchmark v3)
+    train_templates = [t for t in templates if t.spec.half == "train"] if CURRENT.template_halves else templates
+    forget_probes, _ = render(split="forget", forms=[train_form], targets=targets, kb=kb, templates=train_templates,
                               retain="train")
     if not forget_probes:
         raise OrtBenchError(f"no {train_form} probes for targets {', '.join(targets)}: nothing to unlearn "
-                            "(is the form rendered for their facts?)")
+                            "(is the form rendered for their facts, and has it templates marked `half: train`?)")
     known_forms = {t.spec.form for t in templates}
     retain_probes = []
     if "qa" in known_forms:
@@ -78,6 +82,7 @@ def build_data(kb, templates, targets: list[str], train_form: str, method: Metho
         seen_probes += own.probes
         desc.update(own.card)
     desc["seen_fact_ids"] = sorted({f for p in seen_probes for f in p.fact_ids})
+    desc["trained_probe_ids"] = sorted(p.id for p in forget_probes)
     desc["retain_half"] = "train"
     return data, desc
 
@@ -159,6 +164,7 @@ def unlearn(
         "train_form": train_form,
         "base_model": {"spec": str(model), "kind": resolved.kind, "fingerprint": resolved.fingerprint},
         "data": data_desc,
+        "trained_probe_ids": data_desc["trained_probe_ids"],  # evaluate leaves out a form that still holds one
         "stats": stats,
         "dtype": load.dtype,
         "device": load.device,
