@@ -67,12 +67,12 @@ def test_finetune_lowers_the_environment_loss(tiny_llama_dir, tmp_path):
 
 def test_relearn_attack_uses_k_forget_samples(tiny_llama_dir, fixture_kb, tmp_path):
     kb, templates = fixture_kb
-    card = relearn_attack(str(tiny_llama_dir), ["france"], samples=2, out=tmp_path / "r", steps=2, lr=1e-3,
+    card = relearn_attack(str(tiny_llama_dir), ["france"], samples=3, out=tmp_path / "r", steps=2, lr=1e-3,
                           form="qa", progress=False, kb=kb, templates=templates)
     on_disk = json.loads((tmp_path / "r" / "attack_card.json").read_text())
     assert on_disk["attack"] == "relearn" and on_disk["targets"] == ["france"]
-    # the fixture has one qa probe for France: asking for 2 uses what there is, and says so
-    assert on_disk["samples"] == 1 and len(on_disk["data"]["probe_ids"]) == 1
+    # the fixture has two qa probes for France (t-qa, t-qa-train): asking for 3 uses what there is, and says so
+    assert on_disk["samples"] == 2 and len(on_disk["data"]["probe_ids"]) == 2
     assert card["stats"]["steps"] == 2
     several = relearn_attack(str(tiny_llama_dir), ["france"], samples=3, out=tmp_path / "r2", steps=1,
                              form="reverse", progress=False, kb=kb, templates=templates)

@@ -64,7 +64,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+def page(tmp_path_factory: pytest.TempPathFactory, v3_unpinned) -> tuple[Path, list[dict]]:
     tmp = tmp_path_factory.mktemp("lb-browser")
     root = tmp / "leaderboards"
     populate(root, tmp)

@@ -279,7 +279,7 @@ def test_missing_forms_are_refused(tmp_path: Path):
 
 def test_a_different_benchmark_version_is_refused(tmp_path: Path):
     run = make_run(tmp_path / "run", benchmark_version="v0")
-    refused(run, r"benchmark version 'v0' is not one this ort-bench knows \(v1, v2\)", tmp_path)
+    refused(run, r"benchmark version 'v0' is not one this ort-bench knows \(v1, v2, v3\)", tmp_path)
 
 
 def test_a_run_of_the_closed_v1_is_refused(tmp_path: Path):

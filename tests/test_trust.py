@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_submit import make_run  # tests/ is on sys.path (no package)
 
+from ort_bench.benchmark import CURRENT
 from ort_bench.board.leaderboard import build_leaderboard
 from ort_bench.board.submit import submit
 from ort_bench.cli import main
@@ -21,6 +22,8 @@ from ort_bench.scoring.selection import select_probes
 
 FIX = Path(__file__).parent / "fixtures"
 FAST = EvalConfig(max_new_tokens=4, chunk_size=8)
+
+pytestmark = pytest.mark.usefixtures("v3_unpinned")  # small runs; the pinning: tests/test_pinned.py
 
 
 @pytest.fixture
@@ -109,7 +112,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path):
     run = make_run(tmp_path / "run")
     submit(run, "entry", method="=HYPERLINK(\"http://evil\",\"x\")", model_name="@SUM(1+1)", root=tmp_path / "lb")
     build_leaderboard(root=tmp_path / "lb")
-    row = next(csv.DictReader(io.StringIO((tmp_path / "lb" / "v2" / "leaderboard.csv").read_text())))
+    row = next(csv.DictReader(io.StringIO((tmp_path / "lb" / CURRENT.name / "leaderboard.csv").read_text())))
     assert row["method"].startswith("'=") and row["model_name"].startswith("'@")
 
 
@@ -117,7 +120,7 @@ def test_a_bad_submission_stops_the_build_or_is_skipped_with_keep_going(tmp_path
     root = tmp_path / "lb"
     submit(make_run(tmp_path / "a", model_fp="fp-a"), "good", root=root)
     submit(make_run(tmp_path / "b", model_fp="fp-b", seed=1), "broken", root=root)
-    rec_path = root / "v2" / "submissions" / "broken" / "records.jsonl"
+    rec_path = root / CURRENT.name / "submissions" / "broken" / "records.jsonl"
     lines = rec_path.read_text().splitlines()
     rec_path.write_text("\n".join([json.dumps(seal({**json.loads(lines[0]), "primary": 0.5})), *lines[1:]]) + "\n")
     with pytest.raises(OrtBenchError, match=r"broken/records.jsonl: changed after submission .*--keep-going skips"):

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from ort_bench.api import render
-from ort_bench.benchmark import CURRENT, V1, V2, get_version
+from ort_bench.benchmark import CURRENT, V1, V2, V3, get_version
 from ort_bench.kb.facts import load_kb, retain_half
 from ort_bench.scorers import NEUTRAL_PROMPT, SCORERS, choice_scores, get_scorer
 from ort_bench.scoring import metrics
@@ -263,8 +263,9 @@ def test_ort_prob_is_reported_per_form():
 # --------------------------------------------------------------------------------------------------
 
 def test_versions_are_defined_in_one_place():
-    assert CURRENT is V2 and get_version("v1") is V1
-    assert V1.open_for_submissions is False and V2.retain_split and V2.aggregation == "targets"
+    assert CURRENT is V3 and get_version("v1") is V1 and get_version("v2") is V2
+    assert V1.open_for_submissions is False and V2.open_for_submissions is False  # v1, v2 closed: v3 current
+    assert V2.retain_split and V2.aggregation == "targets" and V3.retain_split and V3.aggregation == "targets"
 
 
 def test_retain_halves_are_deterministic_and_both_used():
