@@ -88,8 +88,14 @@ def test_numbers_come_from_the_records_not_the_submitted_file(built):
 def test_csv_has_per_form_columns_with_cis(built):
     root, _, _ = built
     rows = list(csv.DictReader(io.StringIO((root / CURRENT.name / "leaderboard.csv").read_text())))
-    assert list(rows[0]) == csv_columns(FORMS, prob=True, audit=True)  # v2 on: ORT's Prob per form, audit
+    assert list(rows[0]) == csv_columns(FORMS, prob=True, audit=True, v3=True)  # v2 on: Prob, audit; v3: more CIs
     assert {f"efficacy_{f}_ci_high" for f in FORMS} <= set(rows[0])
+    # v3: the ORT score's and the rank's intervals hold the point; the strong entry is first in every interval
+    for r in rows:
+        assert float(r["ort_score_ci_low"]) <= float(r["ort_score"]) <= float(r["ort_score_ci_high"])
+        if not r["name"].startswith("tie-"):  # the two tied entries share their ranks in every replicate
+            assert int(r["rank_ci_low"]) <= int(r["rank"]) <= int(r["rank_ci_high"])
+    assert rows[0]["rank_ci_low"] == "1"
     assert rows[0]["name"] == "strong" and float(rows[0]["ort_score"]) > float(rows[-1]["ort_score"])
 
 

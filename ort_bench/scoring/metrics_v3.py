@@ -97,19 +97,34 @@ def _retention_block(part: pd.DataFrame, stats: dict, key: str) -> dict[str, Any
     }
 
 
-def compare_v3(model_records: pd.DataFrame, reference_records: pd.DataFrame, version: Any,
-               thresholds: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0,
-               train_form: str | None = None, alpha: float = 0.05,
-               seen_forms: dict[str, int] | None = None) -> dict[str, Any]:
-    """An unlearned model M against its reference M0 under benchmark v3 (module docstring)."""
+def _joined(model_records: pd.DataFrame, reference_records: pd.DataFrame, version: Any,
+            thresholds: dict[str, float] | None) -> tuple[pd.DataFrame, dict[str, int], dict[str, float]]:
+    """Items of model and reference side by side, with `known` and the scores above chance."""
     th = {s: version.threshold(s) for s in version.scorers}
     th.update(thresholds or {})
-    seen_forms = seen_forms or {}
     mi, ri = items_of(model_records, version), items_of(reference_records, version)
     j, unmatched = join_model_reference(mi, ri, _JOIN, what="item")
     j["known"] = j["primary_ref"].to_numpy(float) >= j["scorer"].map(th).to_numpy(float)
     j["adj"] = above_chance(j["primary"], j["chance"].to_numpy(float))
     j["adj_ref"] = above_chance(j["primary_ref"], j["chance"].to_numpy(float))
+    return j, unmatched, th
+
+
+def known_frames(model_records: pd.DataFrame, reference_records: pd.DataFrame,
+                 version: Any) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The known forget, neighbour and general items of a run (columns form, cluster, adj, adj_ref), as
+    `inference` takes them: the leaderboard's rank intervals resample them across entries."""
+    j, _, _ = _joined(model_records, reference_records, version, None)
+    return tuple(j[(j["split"] == s) & j["known"]] for s in ("forget", "neighbour", "utility"))  # type: ignore[return-value]
+
+
+def compare_v3(model_records: pd.DataFrame, reference_records: pd.DataFrame, version: Any,
+               thresholds: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0,
+               train_form: str | None = None, alpha: float = 0.05,
+               seen_forms: dict[str, int] | None = None) -> dict[str, Any]:
+    """An unlearned model M against its reference M0 under benchmark v3 (module docstring)."""
+    seen_forms = seen_forms or {}
+    j, unmatched, th = _joined(model_records, reference_records, version, thresholds)
 
     forget = j[j["split"] == "forget"].copy()
     n_targets = int(forget["target"].nunique())
