@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections import Counter
 
 from ort_bench import api
 from ort_bench.benchmark import VERSIONS
@@ -65,10 +66,14 @@ def cmd_templates_list(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_validate(args: argparse.Namespace) -> int:
-    templates, counts = api.validate_templates(args.templates, args.data)
+    skipped: Counter = Counter()
+    templates, counts = api.validate_templates(args.templates, args.data, skipped=skipped)
     unused = [tid for tid, n in counts.items() if n == 0]
     for tid in unused:
         print(f"warning: {tid}: renders no probe over the knowledge base", file=sys.stderr)
+    for (tid, reason), n in sorted(skipped.items()):
+        if reason == "every answer stands in the prompt":
+            print(f"note: {tid}: {n} fact(s) not rendered: every answer stands in the prompt", file=sys.stderr)
     print(f"{len(templates)} templates valid; {sum(counts.values())} probes rendered over the knowledge base")
     return 0
 

@@ -281,17 +281,21 @@ def render_probes(
 
 
 def validate_templates(
-    templates_root: str | Path | None = None, data_root: str | Path | None = None
+    templates_root: str | Path | None = None, data_root: str | Path | None = None,
+    skipped: Counter | None = None,
 ) -> tuple[list[Template], dict[str, int]]:
     """Load every template (variables checked against the schema), then render it over the whole
-    knowledge base, so a template that fails on some fact fails here. Returns probes per template."""
+    knowledge base, so a template that fails on some fact fails here. Returns probes per template;
+    `skipped`, when given, gathers the (template id, reason) counts of what was not rendered."""
     templates = load_templates(templates_root)
     kb = load_kb(data_root)
     counts = {t.id: 0 for t in templates}
     for split in SPLITS:
-        probes, _ = render_probes(kb, templates, split)
+        probes, summary = render_probes(kb, templates, split)
         for p in probes:
             counts[p.template_id] += 1
+        if skipped is not None:
+            skipped.update(summary.skipped)
     return templates, counts
 
 
