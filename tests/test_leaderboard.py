@@ -212,9 +212,9 @@ def test_a_hand_written_submission_json_with_html_in_the_name_is_refused(tmp_pat
         build_leaderboard(root=root)
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 def test_the_shipped_leaderboards_rebuild_byte_identically(version, tmp_path: Path):
-    """v1 and v2 (closed, each with its own definitions) are regenerated from their stored submissions
+    """v1 and v2 (closed, each with its own definitions) and v3 are regenerated from their stored submissions
     into a copy, and every generated file equals the shipped one byte for byte."""
     from ort_bench.paths import leaderboards_dir
 
