@@ -14,7 +14,7 @@ from ort_bench.errors import OrtBenchError
 from ort_bench.kb.facts import load_kb
 from ort_bench.kb.render import render_probes
 from ort_bench.kb.templates import load_templates
-from ort_bench.kb.tiers import TIERS, fact_of
+from ort_bench.kb.tiers import TIERS
 from ort_bench.scoring.selection import seen_forms, select_probes
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -29,7 +29,7 @@ def _facts_per_form(probes, split="forget"):
     out = defaultdict(set)
     for p in probes:
         if p.split == split:
-            out[p.form].add(fact_of(p))
+            out[p.form].add(p.fact)
     return out
 
 
@@ -46,7 +46,7 @@ def test_core_tier_spans_at_least_30_facts_per_form_or_every_fact(core):
     assert set(got) == set(FORMS)
     for form, facts in got.items():
         assert len(facts) >= min(30, len(every[form])), (form, len(facts), len(every[form]))
-    utility = {fact_of(p) for p in core if p.split == "utility"}
+    utility = {p.fact for p in core if p.split == "utility"}
     assert len(utility) >= 60, len(utility)
 
 
@@ -72,7 +72,7 @@ def test_a_single_target_tier_takes_every_fact_of_its_target():
 
 def test_limit_spreads_over_facts():
     probes, _ = select_probes(targets=["france"], splits=["forget"], forms=["qa"], limit=6)
-    assert len({fact_of(p) for p in probes}) == 6
+    assert len({p.fact for p in probes}) == 6
 
 
 def test_every_form_has_a_training_and_an_evaluation_half():

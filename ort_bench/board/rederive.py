@@ -25,6 +25,7 @@ from typing import Any
 
 from ort_bench.board.submit import TOLERANCE  # the same tolerance as the aggregates' recomputation
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD
 
 # record field -> how to read the same thing off the probe
 PROBE_FIELDS = ("split", "target", "form", "lang", "template_id", "fact_ids", "scorer", "answers", "item_id",
@@ -102,13 +103,11 @@ def check_against_probes(probes: list[Any], records: list[dict[str, Any]], role:
                             f"(first: {missing[0]!r}): deleted records?")
 
 
-def rederive(rec: dict[str, Any], probe: Any, rec_version: str | None = None) -> str | None:
-    """The scores the stored output and likelihoods determine, recomputed under benchmark `rec_version`
-    (the current one by default); a message on a mismatch."""
-    from ort_bench.benchmark import BENCHMARK_VERSION, get_version
+def rederive(rec: dict[str, Any], probe: Any) -> str | None:
+    """The scores the stored output and likelihoods determine, recomputed under the current (the only
+    open) benchmark version; a message on a mismatch."""
+    from ort_bench.benchmark import CURRENT
     from ort_bench.scorers import choice_scores, decide_choice, get_scorer
-
-    rec_version = rec_version or BENCHMARK_VERSION
     from ort_bench.scoring import metrics
 
     scorer = get_scorer(probe.scorer)
@@ -124,7 +123,7 @@ def rederive(rec: dict[str, Any], probe: Any, rec_version: str | None = None) ->
 
             if not isinstance(rec.get("prompt_text"), str):
                 return "no prompt text to re-score its answer against"
-            end = get_version(rec_version).end_of_answer(probe.form)
+            end = CURRENT.end_of_answer(probe.form)
             for key, value in match_scores(output, probe.answers, probe.lang, rec["prompt_text"], end).items():
                 if not _close(rec.get(key), value):
                     return f"{key} is {rec.get(key)!r} but its output scores {value!r}"
@@ -162,7 +161,7 @@ def check_two_models(res: Any, model: list[dict[str, Any]], reference: list[dict
                             "uses one fingerprint")
 
 
-MODEL_CARD_FILES = ("unlearn_card.json", "attack_card.json")  # evaluate copies the model's card into its run
+MODEL_CARD_FILES = (UNLEARN_CARD, ATTACK_CARD)  # evaluate copies the model's card into its run
 
 
 def check_pinned_selection(res: Any) -> None:
@@ -206,12 +205,12 @@ def check_card(res: Any, run_dir: Any, probes: list[Any]) -> None:
                             f"{res.benchmark_version} entry includes the checkpoint's card (evaluate copies it from "
                             "the model folder)")
     name, card = cards[0]
-    base = (card.get("base_model") or {}).get("fingerprint") if name == MODEL_CARD_FILES[0] else \
+    base = (card.get("base_model") or {}).get("fingerprint") if name == UNLEARN_CARD else \
         (card.get("attacked_model") or {}).get("fingerprint")
     if base != res.reference.fingerprint:
         raise OrtBenchError(f"{name}: the checkpoint was made from model {str(base)[:12]}, not from the reference "
                             f"scored ({res.reference.fingerprint[:12]})")
-    if name == MODEL_CARD_FILES[0] and tier.targets and sorted(card.get("targets") or ()) != sorted(tier.targets):
+    if name == UNLEARN_CARD and tier.targets and sorted(card.get("targets") or ()) != sorted(tier.targets):
         raise OrtBenchError(f"{name}: the method unlearned {card.get('targets')!r}, not the {tier.name} tier's "
                             f"targets ({', '.join(tier.targets)})")
     trained = card.get("trained_probe_ids") or []

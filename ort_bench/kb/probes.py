@@ -40,8 +40,6 @@ SPREAD_FIELDS = ("form", "target", "fact", "template_id")
 
 
 def _spread_key(p: Probe, field: str) -> str:
-    if field == "fact":  # the fact asked (a two-hop item's last fact; its first is the bridge)
-        return p.fact_ids[-1] if p.fact_ids else ""
     return str(getattr(p, field) or "")
 
 
@@ -106,12 +104,22 @@ class Probe(BaseModel):
         return self
 
     @property
+    def fact(self) -> str | None:
+        """The fact the probe asks (a two-hop probe's last fact id; its first is the bridge)."""
+        return asked_fact(self.fact_ids)
+
+    @property
     def item_key(self) -> str:
         return self.item_id or self.id
 
     @property
     def gold_index(self) -> int | None:
         return None if self.choices is None else self.choices.index(self.answers[0])
+
+
+def asked_fact(fact_ids: tuple[str, ...] | list[str]) -> str | None:
+    """The fact a probe (or its record, from its `fact_ids`) asks: the last id; None without facts."""
+    return fact_ids[-1] if fact_ids else None
 
 
 def probe_id(template_id: str, fact_ids: tuple[str, ...] | list[str], variant: str | None = None) -> str:

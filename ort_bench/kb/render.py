@@ -234,6 +234,22 @@ def render_fact(kb: KnowledgeBase, builder: ContextBuilder, tpl: Template, fact:
     return probes
 
 
+def check_filters(kb: KnowledgeBase, templates: list[Template], forms: list[str] | None, langs: list[str] | None,
+                  targets: list[str] | None) -> None:
+    """Every target, language and form asked for exists (one line naming the first that does not)."""
+    if targets:
+        unknown = [t for t in targets if t not in kb.targets]
+        if unknown:
+            raise OrtBenchError(f"unknown target {unknown[0]!r} (see data/targets.yaml)")
+    for lang in langs or []:
+        if lang not in LANGS:
+            raise OrtBenchError(f"unknown language {lang!r} (known: {', '.join(LANGS)})")
+    known_forms = {t.spec.form for t in templates}
+    for f in forms or []:
+        if f not in known_forms:
+            raise OrtBenchError(f"unknown form {f!r} (known: {', '.join(sorted(known_forms))})")
+
+
 def render_probes(
     kb: KnowledgeBase,
     templates: list[Template],
@@ -248,19 +264,9 @@ def render_probes(
     half (`facts.retain_half`): methods see retain-train, evaluation scores retain-eval."""
     if split not in SPLITS:
         raise OrtBenchError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    if targets:
-        unknown = [t for t in targets if t not in kb.targets]
-        if unknown:
-            raise OrtBenchError(f"unknown target {unknown[0]!r} (see data/targets.yaml)")
-    for lang in langs or []:
-        if lang not in LANGS:
-            raise OrtBenchError(f"unknown language {lang!r} (known: {', '.join(LANGS)})")
+    check_filters(kb, templates, forms, langs, targets)
     if retain not in (None, *RETAIN_HALVES):
         raise OrtBenchError(f"unknown retain half {retain!r} (choose from {', '.join(RETAIN_HALVES)})")
-    known_forms = {t.spec.form for t in templates}
-    for f in forms or []:
-        if f not in known_forms:
-            raise OrtBenchError(f"unknown form {f!r} (known: {', '.join(sorted(known_forms))})")
     chosen = [t for t in templates
               if (not forms or t.spec.form in forms) and (not langs or t.spec.lang in langs)]
     facts = [f for f in kb.facts.get(split, []) if (not targets or f.target in targets)

@@ -63,9 +63,8 @@ def get_tier(name: str) -> Tier:
         raise OrtBenchError(f"unknown tier {name!r} (choose from {', '.join(TIERS)})") from None
 
 
-def fact_of(p: Probe) -> str:
-    """The fact an item asks (a two-hop item: the forgotten fact, not its bridge)."""
-    return p.fact_ids[-1] if p.fact_ids else p.id
+def _fact(p: Probe) -> str:
+    return p.fact or p.id  # a probe without facts is its own fact
 
 
 def _h(*parts: str) -> str:
@@ -76,7 +75,7 @@ def _fact_order(items: Sequence[list[Probe]], seed: str) -> list[str]:
     """Every fact once: targets round-robin (in a seeded order), each target's facts in a seeded order."""
     by_target: dict[str, set[str]] = {}
     for item in items:
-        by_target.setdefault(item[0].target or "", set()).add(fact_of(item[0]))
+        by_target.setdefault(item[0].target or "", set()).add(_fact(item[0]))
     targets = sorted(by_target, key=lambda t: _h(seed, t))
     queues = [sorted(by_target[t], key=lambda f: _h(seed, f)) for t in targets]
     order: list[str] = []
@@ -97,7 +96,7 @@ def sample_split(items: Sequence[list[Probe]], split: str, tier: Tier) -> list[l
     order = _fact_order(items, f"{tier.seed}|{split}")
     by_form: dict[str, dict[str, list[list[Probe]]]] = {}
     for item in items:
-        by_form.setdefault(item[0].form, {}).setdefault(fact_of(item[0]), []).append(item)
+        by_form.setdefault(item[0].form, {}).setdefault(_fact(item[0]), []).append(item)
     out: list[list[Probe]] = []
     for form in sorted(by_form, key=_form_index):
         facts = by_form[form]

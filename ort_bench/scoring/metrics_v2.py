@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ort_bench.kb.probes import asked_fact
 from ort_bench.scorers import get_scorer
 from ort_bench.scoring.metrics import (
     CONTEXT,
@@ -91,7 +92,8 @@ def items_of(records: pd.DataFrame, version: Any = None) -> pd.DataFrame:
     df["cluster"] = [t if t is not None else (f[0] if isinstance(f, list | tuple) and f else i)
                      for t, f, i in zip(target_list, facts, df["item"], strict=True)]
     # the fact asked (a two-hop item's last fact): v3's cluster when a run has too few targets
-    df["fact"] = [f[-1] if isinstance(f, list | tuple) and f else i for f, i in zip(facts, df["item"], strict=True)]
+    df["fact"] = [(asked_fact(f) if isinstance(f, list | tuple) else None) or i
+                  for f, i in zip(facts, df["item"], strict=True)]
     if "prob" not in df.columns:
         df["prob"] = np.nan
     if "output" not in df.columns:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.facts import SPLITS, load_kb
 from ort_bench.kb.probes import Probe, read_probes, spread_items
-from ort_bench.kb.render import render_probes
+from ort_bench.kb.render import check_filters, render_probes
 from ort_bench.kb.templates import load_templates, templates_hash
 from ort_bench.provenance import sha256_json
 
@@ -69,8 +69,8 @@ def select_probes(
         hashes = {"data_sha256": kb.content_hash, "templates_sha256": templates_hash(templates)}
         if CURRENT.template_halves:
             templates = [t for t in templates if t.spec.half == "eval"]
-        if tier_spec is not None:  # render_probes checks these itself when it filters
-            _rendered(kb, templates, "forget", forms, langs, targets, None)
+        if tier_spec is not None:  # the tier filters after rendering; render_probes checks them when it filters
+            check_filters(kb, templates, forms, langs, targets)
         by_split = {}
         for s in splits:
             # a tier is drawn before --forms/--langs filter it, so filtering never changes another form's facts
