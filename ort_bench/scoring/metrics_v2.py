@@ -191,25 +191,31 @@ def _retention_block(j: pd.DataFrame, clusters: _Clusters, alpha: float) -> dict
     }
 
 
+def evidence_problem(n_known: int, n_total: int, n_clusters: int, chance: float, s_ref: float, version: Any,
+                     unit: str = "target") -> str | None:
+    """Why a form gets no efficacy (too little evidence, or no more known items than chance explains;
+    v3 counts facts as `unit` in a few-target run), or None."""
+    if n_known == 0:
+        return "no known items: R undefined"
+    if n_known < version.min_known_items:
+        return f"only {n_known} known items (fewer than {version.min_known_items}): too few to score"
+    if n_clusters < version.min_known_targets:
+        return (f"known items from only {n_clusters} {unit}(s) (fewer than {version.min_known_targets}): "
+                "too few to score")
+    if chance > 0 and binomial_tail(n_known, n_total, chance) >= CHANCE_ALPHA:
+        return (f"the reference knows {n_known} of {n_total} items, no more than chance ({chance:.3g} "
+                "per item) explains: not measurable on this model")
+    if not s_ref > 0:
+        return "reference score is 0: R undefined"
+    return None
+
+
 def _form_row(form: str, grp: pd.DataFrame, clusters: _Clusters, version: Any, alpha: float) -> tuple[dict, Any]:
     kg = grp[grp["known"]]
     sc = _scores(kg, clusters)
     n_targets = int(kg["cluster"].nunique())
     chance = float(grp["chance"].mean()) if len(grp) else 0.0
-    p_chance = binomial_tail(len(kg), len(grp), chance) if chance > 0 else 0.0
-    excluded = None
-    if len(kg) == 0:
-        excluded = "no known items: R undefined"
-    elif len(kg) < version.min_known_items:
-        excluded = f"only {len(kg)} known items (fewer than {version.min_known_items}): too few to score"
-    elif n_targets < version.min_known_targets:
-        excluded = (f"known items from only {n_targets} target(s) (fewer than {version.min_known_targets}): "
-                    "too few to score")
-    elif p_chance >= CHANCE_ALPHA:
-        excluded = (f"the reference knows {len(kg)} of {len(grp)} items, no more than chance ({chance:.3g} "
-                    "per item) explains: not measurable on this model")
-    elif not sc["s_r"] > 0:
-        excluded = "reference score is 0: R undefined"
+    excluded = evidence_problem(len(kg), len(grp), n_targets, chance, sc["s_r"], version)
     e_reps = np.where(np.isnan(sc["ret_reps"]), np.nan, _efficacy(np.nan_to_num(sc["ret_reps"])))
     e_lo, e_hi = _quantiles(e_reps, alpha) if excluded is None else (float("nan"), float("nan"))
     m_lo, m_hi = _quantiles(sc["reps_m"], alpha)

@@ -38,7 +38,7 @@ from ort_bench.scoring.metrics import (
     _split_order,
     join_model_reference,
 )
-from ort_bench.scoring.metrics_v2 import CHANCE_ALPHA, DIRECTIONS_V2, above_chance, binomial_tail, items_of
+from ort_bench.scoring.metrics_v2 import CHANCE_ALPHA, DIRECTIONS_V2, above_chance, evidence_problem, items_of
 
 DIRECTIONS_V3: dict[str, str] = {
     **DIRECTIONS_V2,
@@ -62,25 +62,6 @@ def _interval(stats: dict[str, tuple[float, float, float]], key: str) -> tuple[f
 
 def _mean_over_clusters(df: pd.DataFrame, col: str) -> float:
     return float(df.groupby("cluster")[col].mean().mean()) if len(df) else float("nan")
-
-
-def _excluded(kg: pd.DataFrame, grp: pd.DataFrame, version: Any, unit: str) -> str | None:
-    """Why a form gets no efficacy (too little evidence, or no more known than chance), or None."""
-    n_clusters = int(kg["cluster"].nunique())
-    chance = float(grp["chance"].mean()) if len(grp) else 0.0
-    if len(kg) == 0:
-        return "no known items: R undefined"
-    if len(kg) < version.min_known_items:
-        return f"only {len(kg)} known items (fewer than {version.min_known_items}): too few to score"
-    if n_clusters < version.min_known_targets:
-        return (f"known items from only {n_clusters} {unit}(s) (fewer than {version.min_known_targets}): "
-                "too few to score")
-    if chance > 0 and binomial_tail(len(kg), len(grp), chance) >= CHANCE_ALPHA:
-        return (f"the reference knows {len(kg)} of {len(grp)} items, no more than chance ({chance:.3g} per item) "
-                "explains: not measurable on this model")
-    if not _mean_over_clusters(kg, "adj_ref") > 0:
-        return "reference score is 0: R undefined"
-    return None
 
 
 def _retention_block(part: pd.DataFrame, stats: dict, key: str) -> dict[str, Any]:
@@ -151,7 +132,9 @@ def compare_v3(model_records: pd.DataFrame, reference_records: pd.DataFrame, ver
             "prob_model": _num(_mean_over_clusters(grp, "prob")),
             "prob_reference": _num(_mean_over_clusters(grp, "prob_ref")),
             "seen_probes": int(seen_forms.get(form, 0)),
-            "excluded": _excluded(kg, grp, version, unit),
+            "excluded": evidence_problem(len(kg), len(grp), int(kg["cluster"].nunique()),
+                                         float(grp["chance"].mean()) if len(grp) else 0.0,
+                                         _mean_over_clusters(kg, "adj_ref"), version, unit),
         })
     measurable = [r["form"] for r in rows if r["excluded"] is None]
     headline_forms = [f for f in measurable if not seen_forms.get(f)]
