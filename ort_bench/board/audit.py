@@ -77,7 +77,7 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
                             "with the same dtype")
     config = EvalConfig(**cfg, **{k: v for k, v in load.given().items() if k != "dtype"})
     backend = make_backend(config.backend, resolved, config, **config.backend_settings())
-    tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(resolved)
+    tokenizer = backend.tokenizer or load_tokenizer(resolved)
     new = score_probes(backend, tokenizer, probes, config)
     for r, n in zip(old, new, strict=True):
         err = _compare(r, n, f"probe {r['probe_id']}")

@@ -85,10 +85,11 @@ class Record(BaseModel):
     choice_logprobs_neutral: list[Number] | None = None
     choice_scores: list[Number] | None = None
     # benchmark v3 free answers: the content-word match (`ort_bench.answers`), its graded recall, and
-    # the generation length the probe's form was given
+    # the generation length the probe's form was given; the tokens the answer took (EOS not counted)
     answer_match: Number | None = None
     content_recall: Number | None = None
     max_new_tokens: int | None = None
+    new_tokens: int | None = None
     primary: Number  # declared last but one: fields are written in this order
     record_sha256: str | None = None  # `seal`: the hash of every other field
 

