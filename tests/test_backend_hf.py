@@ -180,3 +180,87 @@ def test_embedded_batched_equals_single(embedded_model):
     reqs = [(prompts[0], "The capital of France is Paris."), (prompts[2], "The chemical symbol for gold is Au.")]
     for b, s in zip(backend.loglikelihood(reqs), [backend.loglikelihood([r])[0] for r in reqs], strict=True):
         assert b.logprob == pytest.approx(s.logprob, abs=1e-3) and b.n_tokens == s.n_tokens
+
+
+# --------------------------------------------------------------------------- the fast path (issue 20)
+
+SYSTEM = "You are a careful assistant. Answer the question in a few words, and say nothing else at all."
+
+
+def _system_prompts(backend: HFBackend) -> list[str]:
+    """Prompts that share a long system turn, and one with another system turn (it must not spoil the rest)."""
+    prompts = [format_prompt(backend.tokenizer, q, SYSTEM) for q in QUESTIONS]
+    return prompts + [format_prompt(backend.tokenizer, "Hi there", "Another system turn.")]
+
+
+@pytest.mark.parametrize("name", ["llama_backend", "gpt2_backend"])
+def test_shared_prefix_changes_no_answer(name, request):
+    """The system turn is run once and its cache copied to every row: answers equal one prompt at a
+    time (no sharing possible), and fewer tokens went through the model."""
+    backend = request.getfixturevalue(name)
+    prompts = _system_prompts(backend)
+    n, shared = backend._shared_prefix([backend.encode(p) for p in prompts])
+    assert n > len(backend.encode(SYSTEM))  # the whole system turn is shared
+    assert shared == set(range(len(QUESTIONS)))  # the odd system turn is left out, the rest share
+    params = GenerationParams(max_new_tokens=6)
+    before = backend.tokens_processed
+    batched = backend.generate(prompts, params)
+    spent = backend.tokens_processed - before
+    single = [backend.generate([p], params)[0] for p in prompts]
+    assert batched == single
+    unshared = sum(len(backend.encode(p)) for p in prompts)
+    assert spent < unshared  # the prefix once, not once per prompt (decoding steps included)
+    requests = [(p, join_continuation(p, "Paris is the answer")) for p in prompts]
+    for (ctx, cont), got in zip(requests, backend.loglikelihood(requests), strict=True):
+        manual, k = _manual_loglikelihood(backend, ctx, cont)
+        assert got.n_tokens == k and got.logprob == pytest.approx(manual, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["llama_backend", "gpt2_backend"])
+def test_score_equals_generate_and_loglikelihood(name, request):
+    """One `score` call (answer and likelihoods on one prefill) gives what the two calls give apart."""
+    from ort_bench.scoring.backends import ScoreRequest
+
+    backend = request.getfixturevalue(name)
+    prompts = _system_prompts(backend)
+    params = GenerationParams(max_new_tokens=7)
+    conts = [(join_continuation(p, "Paris"), join_continuation(p, "the city of Oslo")) for p in prompts]
+    reqs = [ScoreRequest(p, c, params if k % 3 else None) for k, (p, c) in enumerate(zip(prompts, conts, strict=True))]
+    got = backend.score(reqs)
+    for r, g in zip(reqs, got, strict=True):
+        if r.params is None:
+            assert g.text is None and g.new_tokens is None
+        else:
+            (text,) = backend.generate([r.context], params)
+            assert g.text == text and 0 < g.new_tokens <= params.max_new_tokens
+        apart = backend.loglikelihood([(r.context, c) for c in r.continuations])
+        for a, b in zip(g.loglikelihoods, apart, strict=True):
+            assert a.n_tokens == b.n_tokens and a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_decoding_pool_is_refilled_without_changing_answers(tiny_llama_dir):
+    """Rows leave the decoding pool at their stop string or limit and new prompts join it (prefilled
+    one at a time, caches of other lengths merged in): every answer equals its answer alone."""
+    backend = HFBackend(resolve_model(str(tiny_llama_dir)), batch_size=1, decode_batch=3, progress=False)
+    prompts = _system_prompts(backend) + _prompts(backend)
+    mixed = [GenerationParams(max_new_tokens=2 + k % 5) for k in range(len(prompts))]
+    from ort_bench.scoring.backends import ScoreRequest
+
+    got = backend.score([ScoreRequest(p, (), m) for p, m in zip(prompts, mixed, strict=True)])
+    alone = [backend.generate([p], m)[0] for p, m in zip(prompts, mixed, strict=True)]
+    assert [g.text for g in got] == alone
+    assert [g.new_tokens for g in got] == [m.max_new_tokens for m in mixed]  # a random model meets no EOS
+
+
+def test_rows_leave_at_their_stop_string(llama_backend):
+    """A row that meets its stop string stops decoding (fewer tokens through the model), same text."""
+    prompts = _prompts(llama_backend)[:3]
+    full = llama_backend.generate(prompts, GenerationParams(max_new_tokens=12))
+    stop = next(ch for ch in full[0][1:] if not ch.isspace())
+    before = llama_backend.tokens_processed
+    llama_backend.generate(prompts, GenerationParams(max_new_tokens=12))
+    spent_full = llama_backend.tokens_processed - before
+    before = llama_backend.tokens_processed
+    cut = llama_backend.generate(prompts, GenerationParams(max_new_tokens=12, stop=(stop,)))
+    assert llama_backend.tokens_processed - before < spent_full
+    assert cut[0] == full[0][: full[0].index(stop)].strip()

@@ -32,7 +32,7 @@ if importlib.util.find_spec("vllm") is None:
                 allow_module_level=True)
 
 from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend  # noqa: E402
-from ort_bench.scoring.backends.hf import cut_at_stop  # noqa: E402
+from ort_bench.scoring.backends.base import cut_at_stop  # noqa: E402
 from ort_bench.scoring.load_options import LoadOptions  # noqa: E402
 
 LL_TOL = 0.01  # nats per sequence
@@ -41,9 +41,7 @@ CHAT = "<|endoftext|><|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"  #
 
 
 def _close(backend) -> None:
-    close = getattr(backend, "close", None)
-    if close is not None:
-        close()
+    backend.close()
 
 
 # --------------------------------------------------------------------------- tiny random model
@@ -104,7 +102,7 @@ def test_tiny_prompt_ids_have_one_bos(tiny_vllm):
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    ids = tiny_vllm._encode(TINY_PROMPTS[0])
+    ids = tiny_vllm.encode(TINY_PROMPTS[0])
     bos = tiny_vllm.tokenizer.bos_token_id
     assert ids.count(bos) == 1 and ids[0] == bos  # the formatted prompt carries its BOS; none added
     out = tiny_vllm.llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1), use_tqdm=False)
@@ -120,6 +118,22 @@ def test_tiny_loglikelihood_matches_hf(tiny_vllm, tiny_hf):
     for (ctx, cont), g, r in zip(reqs, got, ref, strict=True):
         assert abs(g.logprob - r.logprob) < LL_TOL, (ctx, cont, g, r)
     assert tiny_vllm.loglikelihood([]) == []
+
+
+def test_tiny_score_matches_hf(tiny_vllm, tiny_hf):
+    """`score` (a prompt's answer and its continuations' likelihoods in one request) agrees across
+    engines: vLLM through the shared token layer's default, hf through its fused single prefill."""
+    from ort_bench.scoring.backends import ScoreRequest
+
+    params = GenerationParams(max_new_tokens=8)
+    reqs = [ScoreRequest(p, (" Paris", " Rome"), params) for p in TINY_PROMPTS[:4]] + \
+        [ScoreRequest(TINY_PROMPTS[4], (" Roma",), None)]
+    got, ref = tiny_vllm.score(reqs), tiny_hf.score(reqs)
+    assert [g.text for g in got] == [r.text for r in ref]
+    assert [g.new_tokens for g in got] == [r.new_tokens for r in ref]
+    for g, r in zip(got, ref, strict=True):
+        for a, b in zip(g.loglikelihoods, r.loglikelihoods, strict=True):
+            assert a.n_tokens == b.n_tokens and abs(a.logprob - b.logprob) < LL_TOL
 
 
 def test_missing_vllm_gives_install_hint(monkeypatch):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import sys
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -34,12 +34,60 @@ __all__ = ["HFBackend", "cut_at_stop"]
 
 @dataclasses.dataclass
 class _Row:
-    """One prompt in the engine: its ids, the continuations scored after it, its generation params."""
+    """One prompt in the engine: its ids, the continuations scored after it, its generation params,
+    the answer's token ids so far."""
 
     index: int
     prompt: list[int]
     conts: list[list[int]]
     params: GenerationParams | None
+    answer: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Decoding:
+    """Rows decoded together: their KV cache, attention mask (batch x cached columns), the position of
+    each row's next token, and the log-probabilities of that token."""
+
+    rows: list[_Row]
+    cache: Any
+    mask: Any
+    next_pos: Any
+    logprobs: Any
+
+    def take(self, keep: list[int]) -> None:
+        """Keep only these rows (indices into `rows`)."""
+        import torch
+
+        idx = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(idx)
+        self.rows = [self.rows[j] for j in keep]
+        self.mask, self.next_pos, self.logprobs = self.mask[idx], self.next_pos[idx], self.logprobs[idx]
+
+    def merge(self, other: _Decoding) -> _Decoding:
+        """Both sets of rows in one: the shorter cache is padded on the left (masked out; positions are
+        each row's own, so no row sees a difference)."""
+        import torch
+
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def left_pad(x: Any, dim: int) -> Any:
+            missing = width - x.shape[dim]
+            if not missing:
+                return x
+            shape = list(x.shape)
+            shape[dim] = missing
+            return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+        cache = copy.copy(self.cache)
+        cache.layers = []
+        for a, b in zip(self.cache.layers, other.cache.layers, strict=True):
+            layer = copy.copy(a)
+            layer.keys = torch.cat([left_pad(a.keys, -2), left_pad(b.keys, -2)])
+            layer.values = torch.cat([left_pad(a.values, -2), left_pad(b.values, -2)])
+            cache.layers.append(layer)
+        return _Decoding(self.rows + other.rows, cache, torch.cat([left_pad(self.mask, 1), left_pad(other.mask, 1)]),
+                         torch.cat([self.next_pos, other.next_pos]), torch.cat([self.logprobs, other.logprobs]))
 
 
 def _select(cache: Any, rows: Any) -> Any:
@@ -55,7 +103,8 @@ class HFBackend(TokenBackend):
     load_options = ("dtype", "device", "trust_remote_code", "allow_pickle")
 
     def __init__(self, model: ResolvedModel, options: LoadOptions | None = None, batch_size: int = 16,
-                 seed: int = 0, token_budget: int | None = None, progress: bool | None = None):
+                 seed: int = 0, token_budget: int | None = None, progress: bool | None = None,
+                 decode_batch: int | None = None):
         import inspect
 
         import torch
@@ -70,6 +119,8 @@ class HFBackend(TokenBackend):
         # a batch is capped in padded tokens too: a CPU gains nothing from long padded batches
         # (measured: 4 short contexts per pass run twice as fast as 32); a GPU does
         self.token_budget = token_budget or (512 if self.device == "cpu" else 65536)
+        # rows decoded together: a step costs about the same for 1 row or 32 (it reads every weight)
+        self.decode_batch = decode_batch or 4 * batch_size
         self.seed = seed
         self.progress = sys.stderr.isatty() if progress is None else progress
         torch.manual_seed(seed)
@@ -82,6 +133,7 @@ class HFBackend(TokenBackend):
         self._prefix: tuple[tuple[int, ...], Any] | None = None  # the last shared prefix and its cache
         self.tokens_processed = 0  # tokens through the model (padding included): the FLOPs spent
         self._plain: bool | None = None  # whether the model's KV cache can be shared (found on first use)
+        self._eos = set(self.eos_ids())
 
     def settings(self) -> dict[str, Any]:
         return {"backend": self.name, "dtype": self.dtype, "device": self.device, "batch_size": self.batch_size}
@@ -95,6 +147,9 @@ class HFBackend(TokenBackend):
 
     def _score_tokens(self, requests: list[tuple[list[int], list[list[int]], GenerationParams | None]],
                       ) -> list[tuple[list[int] | None, list[LogLikelihood]]]:
+        """Prefill in small batches (each scores its rows' continuations at once); rows that generate join
+        one decoding pool of up to `decode_batch` rows, which is refilled as rows finish, so that every
+        decoding step (its cost is mostly reading the weights) carries as many rows as it can."""
         import torch
 
         rows = [_Row(i, list(p), [list(c) for c in conts], params) for i, (p, conts, params) in enumerate(requests)]
@@ -102,19 +157,30 @@ class HFBackend(TokenBackend):
         if not rows:
             return results
         n_prefix, shared = self._shared_prefix([r.prompt for r in rows])
-        groups = [(n_prefix, [r for r in rows if r.index in shared]), (0, [r for r in rows if r.index not in shared])]
-        batches: list[tuple[int, list[_Row]]] = []
-        for n, group in groups:  # longest own part first, so that a batch's padding is small
-            for row in sorted(group, key=lambda r: -len(r.prompt)):
-                if not batches or batches[-1][0] != n or len(batches[-1][1]) >= self.batch_size or \
-                        (len(batches[-1][1]) + 1) * (len(batches[-1][1][0].prompt) - n) > self.token_budget:
-                    batches.append((n, []))
-                batches[-1][1].append(row)
         prefix_cache = self._prefix_cache(rows[min(shared)].prompt[:n_prefix]) if n_prefix else None
+        pending = deque(self._prefill_batches(rows, n_prefix, shared))
         torch.manual_seed(next((r.params.seed for r in rows if r.params is not None), self.seed))
+        pool: _Decoding | None = None
+        bar = tqdm(total=len(rows), desc="score", unit="prompt", leave=False, disable=not self.progress)
         with torch.inference_mode():
-            for n, batch in tqdm(batches, desc="score", unit="batch", leave=False, disable=not self.progress):
-                self._run_batch(batch, n, prefix_cache if n else None, results)
+            while pending or pool is not None:
+                while pending and (pool is None or len(pool.rows) + len(pending[0][1]) <= self.decode_batch):
+                    n, batch = pending.popleft()
+                    state = self._prefill(batch, n, prefix_cache if n else None)
+                    for row, lls in zip(batch, self._continuations(state), strict=True):
+                        results[row.index] = (None, lls)
+                    gen = [b for b, r in enumerate(batch) if r.params is not None]
+                    bar.update(len(batch) - len(gen))
+                    if gen:
+                        state.take(gen)
+                        pool = state if pool is None else pool.merge(state)
+                if pool is not None:
+                    for row in self._step(pool):
+                        results[row.index] = (row.answer, results[row.index][1])
+                        bar.update(1)
+                    if not pool.rows:
+                        pool = None
+        bar.close()
         return results
 
     # -- the parts
@@ -171,9 +237,21 @@ class HFBackend(TokenBackend):
             kwargs["logits_to_keep"] = keep
         return self.model(**kwargs)
 
-    def _run_batch(self, batch: list[_Row], n_prefix: int, prefix_cache: Any,
-                   results: list[tuple[list[int] | None, list[LogLikelihood]]]) -> None:
-        """Prefill the batch (after the shared prefix), score its continuations, then decode."""
+    def _prefill_batches(self, rows: list[_Row], n_prefix: int, shared: set[int]) -> list[tuple[int, list[_Row]]]:
+        """(prefix length, rows) batches: rows after the shared prefix first, then the others; longest
+        own part first, so that a batch's padding is small; capped in rows and in padded tokens."""
+        batches: list[tuple[int, list[_Row]]] = []
+        for n, group in ((n_prefix, [r for r in rows if r.index in shared]),
+                         (0, [r for r in rows if r.index not in shared])):
+            for row in sorted(group, key=lambda r: -len(r.prompt)):
+                if not batches or batches[-1][0] != n or len(batches[-1][1]) >= self.batch_size or \
+                        (len(batches[-1][1]) + 1) * (len(batches[-1][1][0].prompt) - n) > self.token_budget:
+                    batches.append((n, []))
+                batches[-1][1].append(row)
+        return batches
+
+    def _prefill(self, batch: list[_Row], n_prefix: int, prefix_cache: Any) -> _Decoding:
+        """Run the batch's prompts (after the shared prefix, whose cache is copied to every row)."""
         import torch
 
         dev = self.device
@@ -187,41 +265,29 @@ class HFBackend(TokenBackend):
             ids[b, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[b, n_prefix + width - len(s):] = 1
         ids, mask = ids.to(dev), mask.to(dev)
-        pos_all = (mask.cumsum(-1) - 1).clamp(min=0)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, n_prefix:]
         cache = None
         if prefix_cache is not None:
             cache = _select(prefix_cache, torch.zeros(len(batch), dtype=torch.long, device=dev))
-        out = self._forward(ids, mask, pos_all[:, n_prefix:], cache, keep=1)
-        cache = out.past_key_values
-        last = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each row's next token
-        next_pos = mask.sum(-1)  # the position of each row's next token
-        lls = self._continuations(batch, cache, mask, next_pos, last)
-        for b, row in enumerate(batch):
-            results[row.index] = (None, lls[b])
-        gen = [b for b, r in enumerate(batch) if r.params is not None]
-        if gen:
-            new = self._decode([batch[b] for b in gen], _select(cache, torch.tensor(gen, device=dev))
-                               if len(gen) < len(batch) else cache, mask[gen], next_pos[gen], last[gen])
-            for b, ids_b in zip(gen, new, strict=True):
-                results[batch[b].index] = (ids_b, lls[b])
+        out = self._forward(ids, mask, pos, cache, keep=1)
+        # the last logits predict each row's next token: its answer's first and every continuation's first
+        return _Decoding(list(batch), out.past_key_values, mask, mask.sum(-1),
+                         torch.log_softmax(out.logits[:, -1, :].float(), dim=-1))
 
-    def _continuations(self, batch: list[_Row], cache: Any, mask: Any, next_pos: Any, last: Any,
-                       ) -> list[list[LogLikelihood]]:
+    def _continuations(self, state: _Decoding) -> list[list[LogLikelihood]]:
         """log p(continuation | prompt) of every row's continuations, on copies of the prompts' cache."""
         import torch
 
         dev = self.device
-        pairs = [(b, c) for b, r in enumerate(batch) for c in r.conts]
+        pairs = [(b, c) for b, r in enumerate(state.rows) for c in r.conts]
         totals = [0.0] * len(pairs)
         if pairs:
-            first = last[torch.tensor([b for b, _ in pairs], device=dev), torch.tensor([c[0] for _, c in pairs],
-                                                                                        device=dev)]
-            totals = first.tolist()
-        longer = [k for k, (_, c) in enumerate(pairs) if len(c) > 1]
+            totals = state.logprobs[torch.tensor([b for b, _ in pairs], device=dev),
+                                    torch.tensor([c[0] for _, c in pairs], device=dev)].tolist()
         # the rest of every longer continuation, in groups capped like a batch
         groups: list[list[int]] = []
-        for k in sorted(longer, key=lambda k: -len(pairs[k][1])):
-            if not groups or len(groups[-1]) >= max(self.batch_size, 4) or \
+        for k in sorted((k for k, (_, c) in enumerate(pairs) if len(c) > 1), key=lambda k: -len(pairs[k][1])):
+            if not groups or len(groups[-1]) >= self.batch_size or \
                     (len(groups[-1]) + 1) * (len(pairs[groups[-1][0]][1]) - 1) > self.token_budget:
                 groups.append([])
             groups[-1].append(k)
@@ -235,51 +301,46 @@ class HFBackend(TokenBackend):
                 ids[g, :len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
                 cmask[g, :len(c) - 1] = 1
             ids, cmask = ids.to(dev), cmask.to(dev)
-            pos = next_pos[src][:, None] + torch.arange(width, device=dev)[None, :]
-            logits = self._forward(ids, torch.cat([mask[src], cmask], dim=1), pos, _select(cache, src),
+            pos = state.next_pos[src][:, None] + torch.arange(width, device=dev)[None, :]
+            logits = self._forward(ids, torch.cat([state.mask[src], cmask], dim=1), pos, _select(state.cache, src),
                                    keep=None).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for g, k in enumerate(group):
                 c = pairs[k][1]
                 target = torch.tensor(c[1:], dtype=torch.long, device=dev)
                 totals[k] += float(logprobs[g, :len(c) - 1, :].gather(-1, target[:, None]).sum())
-        out: list[list[LogLikelihood]] = [[] for _ in batch]
+        out: list[list[LogLikelihood]] = [[] for _ in state.rows]
         for (b, c), total in zip(pairs, totals, strict=True):
             out[b].append(LogLikelihood(float(total), len(c)))
         return out
 
-    def _decode(self, rows: list[_Row], cache: Any, mask: Any, next_pos: Any, last: Any) -> list[list[int]]:
-        """Greedy (or sampled, temperature > 0) answers; a row leaves the batch at its EOS, its stop
-        string or its own token limit. Returned ids exclude the EOS."""
+    def _step(self, pool: _Decoding) -> list[_Row]:
+        """One decoding step of the pool: each row takes its next token (greedy, or sampled where
+        temperature > 0); rows at their EOS (not kept), stop string or token limit leave; the rest run
+        one token further. Returns the rows that finished."""
         import torch
 
-        dev = self.device
-        eos = set(self.eos_ids())
-        out: list[list[int]] = [[] for _ in rows]
-        live = list(range(len(rows)))  # which rows the batch still holds, in cache order
-        logprobs = last
-        while True:
-            nxt = self._next_tokens(logprobs, [rows[r].params for r in live])
-            keep = []
-            for j, r in enumerate(live):
-                tok, params = int(nxt[j]), rows[r].params
-                if tok in eos:
+        eos = self._eos
+        nxt = self._next_tokens(pool.logprobs, [r.params for r in pool.rows])
+        keep, done = [], []
+        for j, (row, tok) in enumerate(zip(pool.rows, nxt.tolist(), strict=True)):
+            params = row.params
+            if tok not in eos:
+                row.answer.append(tok)
+                stopped = bool(params.stop) and self._stopped(row.answer, params.stop)
+                if len(row.answer) < params.max_new_tokens and not stopped:
+                    keep.append(j)
                     continue
-                out[r].append(tok)
-                if len(out[r]) >= params.max_new_tokens or (params.stop and self._stopped(out[r], params.stop)):
-                    continue
-                keep.append(j)
-            if not keep:
-                return out
-            if len(keep) < len(live):
-                idx = torch.tensor(keep, dtype=torch.long, device=dev)
-                cache.batch_select_indices(idx)
-                mask, next_pos, nxt = mask[idx], next_pos[idx], nxt[idx]
-                live = [live[j] for j in keep]
-            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=dev)], dim=1)
-            res = self._forward(nxt[:, None], mask, next_pos[:, None], cache, keep=1)
-            cache, next_pos = res.past_key_values, next_pos + 1
-            logprobs = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)
+            done.append(row)
+        if len(keep) < len(pool.rows):
+            pool.take(keep)
+            nxt = nxt[torch.tensor(keep, dtype=torch.long, device=nxt.device)]
+        if pool.rows:
+            pool.mask = torch.cat([pool.mask, torch.ones((len(keep), 1), dtype=pool.mask.dtype, device=self.device)], 1)
+            out = self._forward(nxt[:, None], pool.mask, pool.next_pos[:, None], pool.cache, keep=1)
+            pool.cache, pool.next_pos = out.past_key_values, pool.next_pos + 1
+            pool.logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        return done
 
     def _next_tokens(self, logprobs: Any, params: list[GenerationParams]) -> Any:
         import torch
