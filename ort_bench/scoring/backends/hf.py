@@ -7,9 +7,12 @@ positions so each row sees exactly its own unpadded sequence). A prompt's genera
 likelihoods of its continuations (a probe's gold answer and aliases, an item's options) share the one
 prefill of the prompt: the prompt's last logits predict both the first answer token and each
 continuation's first token, and the continuations run on copies of its cache. Greedy decoding is our
-own loop, so a row leaves the batch at its EOS (or its stop string) instead of decoding to the limit.
-The token rules (tokenization without special tokens, empty contexts, the window) are the shared
-`TokenBackend` layer's.
+own loop over a pool of rows: a row leaves at its EOS (or its stop string) instead of decoding to the
+limit, and newly prefilled rows join (their caches padded on the left to the pool's width), so every
+decoding step, whose cost on a CPU is mostly reading the weights once, carries as many rows as it can.
+Measured on the embedded model: answers identical to the plain batched path on the 972 probes of the
+core tier, log-likelihoods within 4e-5 nats (`benchmarks/README.md`). The token rules (tokenization
+without special tokens, empty contexts, the window) are the shared `TokenBackend` layer's.
 """
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ class HFBackend(TokenBackend):
         bar = tqdm(total=len(rows), desc="score", unit="prompt", leave=False, disable=not self.progress)
         with torch.inference_mode():
             while pending or pool is not None:
-                while pending and (pool is None or len(pool.rows) + len(pending[0][1]) <= self.decode_batch):
+                while pending and (pool is None or self._plain_cache() and
+                                   len(pool.rows) + len(pending[0][1]) <= self.decode_batch):
                     n, batch = pending.popleft()
                     state = self._prefill(batch, n, prefix_cache if n else None)
                     for row, lls in zip(batch, self._continuations(state), strict=True):
