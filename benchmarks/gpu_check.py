@@ -259,7 +259,6 @@ def score_for(name: str, probes: list, full_set: int, prepared: Path, folder: Pa
     from ort_bench.scorers import get_scorer
     from ort_bench.scoring.backends import checked_backend
     from ort_bench.scoring.evaluate import EvalConfig
-    from ort_bench.scoring.models import load_tokenizer
     from ort_bench.scoring.scoring_loop import score_probes
 
     cuda = args.device.startswith("cuda")
@@ -283,7 +282,7 @@ def score_for(name: str, probes: list, full_set: int, prepared: Path, folder: Pa
     backend_cls = checked_backend(config.backend, config, **settings)  # imports the hf module first
     with handing_over(lm):
         backend = backend_cls(resolved, config, **settings)
-    tokenizer = getattr(backend, "tokenizer", None) or load_tokenizer(resolved)
+    tokenizer = backend.tokenizer
 
     t1 = time.perf_counter()
     score_probes(backend, tokenizer, probes[:args.warmup], config)  # CUDA and kernel start-up, not counted
@@ -340,8 +339,7 @@ def score_for(name: str, probes: list, full_set: int, prepared: Path, folder: Pa
         "limit_per_generated": round(limit / gen, 1) if gen else None,
         "tflops": 2 * flop_params * (prompt_tokens + decode_tokens) / seconds / 1e12 if seconds else None,
     }
-    if hasattr(backend, "close"):
-        backend.close()
+    backend.close()
     del backend, lm
     gc.collect()
     if cuda:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,14 +213,26 @@ def test_a_hand_written_submission_json_with_html_in_the_name_is_refused(tmp_pat
         build_leaderboard(root=root)
 
 
+_LONG_NUMBER = re.compile(r"-?\d+\.\d{7,}(?:e[-+]?\d+)?")
+
+
+def _to_9_digits(text: str) -> str:
+    """Numbers written with 12 significant digits, rounded to 9: a number computed on another CPU (SIMD
+    summation order) may differ in its 12th digit; anything more than that still shows."""
+    return _LONG_NUMBER.sub(lambda m: f"{float(m.group()):.9g}", text)
+
+
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 def test_the_shipped_leaderboards_rebuild_byte_identically(version, tmp_path: Path):
     """v1 and v2 (closed, each with its own definitions) and v3 are regenerated from their stored submissions
-    into a copy, and every generated file equals the shipped one byte for byte."""
+    into a copy, and every generated file equals the shipped one byte for byte, but for the 10th to 12th
+    digits of long numbers, which floating-point summation order may change from one CPU to another
+    (measured: 4 of the v3 table's numbers differ in their 12th digit between two machines of this project)."""
     from ort_bench.paths import leaderboards_dir
 
     shipped = leaderboards_dir() / version
     shutil.copytree(shipped / "submissions", tmp_path / version / "submissions")
     build_leaderboard(root=tmp_path, version=version)
     for f in OUTPUT_FILES:
-        assert (tmp_path / version / f).read_bytes() == (shipped / f).read_bytes(), f
+        built, kept = (tmp_path / version / f).read_text(encoding="utf-8"), (shipped / f).read_text(encoding="utf-8")
+        assert _to_9_digits(built) == _to_9_digits(kept), f

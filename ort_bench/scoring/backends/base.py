@@ -126,7 +126,7 @@ class TokenBackend(Backend):
     # -- what an engine implements
     @abstractmethod
     def _generate_tokens(self, prompts: list[list[int]], params: GenerationParams) -> list[list[int]]:
-        """The new token ids of each prompt (may end with an EOS id), in input order."""
+        """The new token ids of each prompt, without the EOS that ended it, in input order."""
 
     @abstractmethod
     def _loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]]) -> list[LogLikelihood]:
