@@ -4,8 +4,9 @@ The CLI, the demo and the scripts call these; tests and notebooks can too. Each 
 function that does the work (this module only gathers them), so its docstring is the reference:
 
     facts -> probes      load_templates, validate_templates, render, import_ort
-    probes -> scores     evaluate (EvalConfig, LoadOptions), markdown_table, fmt
-    checkpoints          unlearn (METHODS, make_config), finetune_attack, relearn_attack
+    probes -> scores     evaluate (EvalConfig, LoadOptions; shard=, manifest=), merge_shards, read_manifest,
+                         markdown_table, fmt
+    checkpoints          unlearn (METHODS, make_config), unlearn_one_per_target, finetune_attack, relearn_attack
     scores -> tables     submit, verify_run, audit, build_leaderboard, build_all
 
     from ort_bench import api
@@ -23,13 +24,16 @@ from ort_bench.kb.render import render, validate_templates
 from ort_bench.kb.templates import load_templates
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
 from ort_bench.scoring.load_options import LoadOptions
+from ort_bench.scoring.per_target import read_manifest
 from ort_bench.scoring.results import fmt, markdown_table
+from ort_bench.scoring.shards import merge_shards, parse_shard
 from ort_bench.unlearning.attacks import finetune_attack, relearn_attack
 from ort_bench.unlearning.methods import METHODS, make_config
-from ort_bench.unlearning.unlearn import unlearn
+from ort_bench.unlearning.unlearn import unlearn, unlearn_one_per_target
 
 __all__ = [
     "METHODS", "EvalConfig", "LoadOptions", "audit", "build_all", "build_leaderboard", "evaluate", "finetune_attack",
-    "fmt", "import_ort", "load_templates", "make_config", "markdown_table", "relearn_attack", "render", "submit",
-    "unlearn", "validate_templates", "verify_run",
+    "fmt", "import_ort", "load_templates", "make_config", "markdown_table", "merge_shards", "parse_shard",
+    "read_manifest", "relearn_attack", "render", "submit", "unlearn", "unlearn_one_per_target", "validate_templates",
+    "verify_run",
 ]

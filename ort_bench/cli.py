@@ -114,11 +114,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = api.evaluate(
         args.model, args.out, reference=args.reference, forms=args.forms, langs=args.langs, targets=args.targets,
         splits=args.splits, limit=args.limit, probes_file=args.probes, train_form=args.train_form, config=config,
-        reuse=args.reuse,
+        reuse=args.reuse, shard=args.shard, manifest=args.manifest,
     )
+    return _print_run(results, args.out)
+
+
+def _print_run(results: dict, out: str) -> int:
     print(api.markdown_table(results))
-    print(f"\nrecords: {args.out}/records.jsonl  results: {args.out}/results.json")
+    print(f"\nrecords: {out}/records.jsonl  results: {out}/results.json")
     return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    return _print_run(api.merge_shards(args.dirs, args.out), args.out)
+
+
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        return api.parse_shard(value)
+    except OrtBenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -149,6 +164,13 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from ort_bench.unlearning.methods import config_from_args
 
+    if args.one_per_target:
+        checkpoints = api.unlearn_one_per_target(args.method, args.model, args.targets, args.out,
+                                                 train_form=args.train_form, config=config_from_args(args),
+                                                 load=LoadOptions.from_args(args))
+        print(json.dumps({"method": args.method, "checkpoints": checkpoints,
+                          "manifest": f"{args.out}/manifest.json"}))
+        return 0
     card = api.unlearn(args.method, args.model, args.targets, args.out, train_form=args.train_form,
                    config=config_from_args(args), load=LoadOptions.from_args(args))
     print(json.dumps({k: card[k] for k in ("method", "wall_seconds") if k in card} | {"out": str(args.out)}))
@@ -218,8 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Score MODEL on the probes of the current benchmark version; with --reference, "
                        "the per-form efficacy, worst-form efficacy, form gap, utility (on retain-eval facts no "
                        "method saw) and ORT score. Resumable: run it again to finish.")
-    e.add_argument("--model", required=True,
-                   help="'embedded', an HF directory, a hub id, a LoRA adapter dir or a .gguf")
+    who = e.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", help="'embedded', an HF directory, a hub id, a LoRA adapter dir or a .gguf")
+    who.add_argument("--manifest", default=None,
+                     help="one checkpoint per target instead of --model: a manifest.json ({\"checkpoints\": "
+                     "{TARGET: DIR}}, as unlearn --one-per-target writes it); each target's forms are scored on its "
+                     "own checkpoint, utility is the mean of the checkpoints'")
     e.add_argument("--reference", default=None, help="the model before unlearning (same kinds as --model)")
     e.add_argument("--backend", default="hf", help="inference engine: hf (transformers) or vllm")
     e.add_argument("--forms", type=_csv, default=None, help="comma list of forms (default: all)")
@@ -246,8 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
                    help="copy this earlier run's records of the same models instead of rescoring them "
                    "(matched by model fingerprint and parameters; repeatable)")
+    e.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                   help="score only shard I of N (items of the selection in order, item k to shard k mod N + 1); "
+                   "join the N run folders with `ort-bench merge`")
     e.add_argument("--out", required=True, help="run folder: records.jsonl and results.json")
     e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("merge", help="join the shard folders of one evaluate run into one run folder",
+                       description="Join the run folders of `evaluate --shard I/N` (all N of them, same models, "
+                       "backend, parameters, benchmark version and selection) into one run folder: records in probe "
+                       "order, results recomputed from them, as one process would have written it.")
+    m.add_argument("dirs", nargs="+", metavar="DIR", help="the shard folders")
+    m.add_argument("--out", required=True, help="the merged run folder (new or empty)")
+    m.set_defaults(func=cmd_merge)
 
     i = sub.add_parser("import-ort", help="import an ORT/RWKU per-target folder into probes")
     i.add_argument("dir", help="folder with one sub-folder per target (forget_level1.json, ...)")
@@ -261,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--model", required=True, help="'embedded', an HF directory, ...")
     u.add_argument("--targets", type=_csv, required=True, help="comma list of target ids")
     u.add_argument("--train-form", default="qa", help="form whose probes are the forget data (default qa)")
-    u.add_argument("--out", required=True, help="output HF directory")
+    u.add_argument("--one-per-target", action="store_true",
+                   help="unlearn each target alone from MODEL into OUT/TARGET/ and write OUT/manifest.json "
+                   "(the ORT/RWKU protocol; score it with evaluate --manifest)")
+    u.add_argument("--out", required=True, help="output HF directory (--one-per-target: a folder of them)")
     add_load_options(u)
     add_method_arguments(u)
     u.set_defaults(func=cmd_unlearn)

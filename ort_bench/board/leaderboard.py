@@ -22,6 +22,7 @@ from ort_bench.board.audit import read_audit
 from ort_bench.board.submit import required_forms, submissions_dir, verify_submission
 from ort_bench.errors import OrtBenchError
 from ort_bench.scoring.results import fmt
+from ort_bench.scoring.shards import ONE_PER_TARGET
 
 OUTPUT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "heatmap.svg", "index.html")
 
@@ -109,6 +110,9 @@ def _rank_intervals(entries: list[dict[str, Any]], runs: dict[str, Any], version
     from ort_bench.scoring.metrics_v3 import known_frames
     from ort_bench.scoring.records import records_frame
 
+    # one checkpoint per target: its utility is a mean over checkpoints, not resampled with the others' targets
+    runs = {n: r for n, r in runs.items() if r.results.model.model_dump().get("protocol") != ONE_PER_TARGET}
+    entries = [e for e in entries if e["name"] in runs]
     if not entries:
         return
     frames = {n: known_frames(records_frame(r.records["model"]), records_frame(r.records["reference"]),

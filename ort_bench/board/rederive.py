@@ -191,30 +191,66 @@ def check_pinned_selection(res: Any) -> None:
 def check_card(res: Any, run_dir: Any, probes: list[Any]) -> None:
     """Benchmark v3's second rule: the checkpoint's card is in the run folder, made from the reference
     (its base fingerprint), for the tier's targets, trained on the probes results.json names, having
-    seen none of the scored retain-eval facts, and giving the seen forms results.json reports."""
+    seen none of the scored retain-eval facts, and giving the seen forms results.json reports. One
+    checkpoint per target: every target's card (`unlearn_cards.json`), each for its own target only."""
     from pathlib import Path
 
+    from ort_bench.board.submit import checkpoints_of
     from ort_bench.kb.tiers import get_tier
     from ort_bench.scoring.checkpoint import read_card
-    from ort_bench.scoring.selection import seen_forms
+    from ort_bench.scoring.shards import PER_TARGET_CARDS, probes_for_target
 
     tier, sel = get_tier(res.selection["tier"]), res.selection
-    cards = [(name, read_card(run_dir, name)) for name in MODEL_CARD_FILES if (Path(run_dir) / name).is_file()]
-    if not cards or cards[0][1] is None:
-        raise OrtBenchError(f"{run_dir}: no readable model card ({' or '.join(MODEL_CARD_FILES)}): a "
-                            f"{res.benchmark_version} entry includes the checkpoint's card (evaluate copies it from "
-                            "the model folder)")
-    name, card = cards[0]
-    base = (card.get("base_model") or {}).get("fingerprint") if name == UNLEARN_CARD else \
-        (card.get("attacked_model") or {}).get("fingerprint")
-    if base != res.reference.fingerprint:
-        raise OrtBenchError(f"{name}: the checkpoint was made from model {str(base)[:12]}, not from the reference "
-                            f"scored ({res.reference.fingerprint[:12]})")
-    if name == UNLEARN_CARD and tier.targets and sorted(card.get("targets") or ()) != sorted(tier.targets):
-        raise OrtBenchError(f"{name}: the method unlearned {card.get('targets')!r}, not the {tier.name} tier's "
-                            f"targets ({', '.join(tier.targets)})")
+    per_target = checkpoints_of(res)
+    if per_target is not None:
+        cards = read_card(run_dir, PER_TARGET_CARDS)
+        if not isinstance(cards, dict):
+            raise OrtBenchError(f"{run_dir}: no readable {PER_TARGET_CARDS}: a {res.benchmark_version} entry of one "
+                                "checkpoint per target includes every checkpoint's card (evaluate --manifest writes "
+                                "it)")
+        if tier.targets and sorted(per_target) != sorted(tier.targets):
+            raise OrtBenchError(f"results.json: the checkpoints are for {sorted(per_target)!r}, not the {tier.name} "
+                                f"tier's targets ({', '.join(tier.targets)})")
+        described = res.model.model_dump()["checkpoints"]
+        seen: dict[str, int] = {}
+        for target in per_target:
+            card = cards.get(target)
+            if not isinstance(card, dict):
+                raise OrtBenchError(f"{PER_TARGET_CARDS}: no card for target {target!r}")
+            recorded = (described[target].get("unlearned_with") or {}).get("trained_probe_ids") or []
+            for form, n in _check_one_card(f"{PER_TARGET_CARDS} ({target})", card, res, [target], recorded,
+                                           probes_for_target(probes, target)).items():
+                seen[form] = seen.get(form, 0) + n
+    else:
+        cards = [(name, read_card(run_dir, name)) for name in MODEL_CARD_FILES if (Path(run_dir) / name).is_file()]
+        if not cards or cards[0][1] is None:
+            raise OrtBenchError(f"{run_dir}: no readable model card ({' or '.join(MODEL_CARD_FILES)}): a "
+                                f"{res.benchmark_version} entry includes the checkpoint's card (evaluate copies it "
+                                "from the model folder)")
+        name, card = cards[0]
+        recorded = (res.model.model_dump().get("unlearned_with") or {}).get("trained_probe_ids") or []
+        seen = _check_one_card(name, card, res, list(tier.targets) if tier.targets else None, recorded, probes,
+                               tier_name=tier.name, attack=name != UNLEARN_CARD)
+    if dict(sorted(seen.items())) != (sel.get("seen_forms") or {}):
+        raise OrtBenchError(f"results.json: selection.seen_forms is {sel.get('seen_forms')!r} but the card's trained "
+                            f"probes give {dict(sorted(seen.items()))!r}")
+
+
+def _check_one_card(name: str, card: dict[str, Any], res: Any, targets: list[str] | None, recorded: list[str],
+                    probes: list[Any], tier_name: str | None = None, attack: bool = False) -> dict[str, int]:
+    """One checkpoint's card against the run: its base model, its targets, its trained probes and the
+    retain-eval facts it saw; returns the seen forms its trained probes give on `probes`."""
+    from ort_bench.scoring.selection import seen_forms
+
+    base = (card.get("attacked_model") if attack else card.get("base_model")) or {}
+    if base.get("fingerprint") != res.reference.fingerprint:
+        raise OrtBenchError(f"{name}: the checkpoint was made from model {str(base.get('fingerprint'))[:12]}, not "
+                            f"from the reference scored ({res.reference.fingerprint[:12]})")
+    if not attack and targets and sorted(card.get("targets") or ()) != sorted(targets):
+        where = f"the {tier_name} tier's targets" if tier_name else "its own target"
+        raise OrtBenchError(f"{name}: the method unlearned {card.get('targets')!r}, not {where} "
+                            f"({', '.join(targets)})")
     trained = card.get("trained_probe_ids") or []
-    recorded = (res.model.model_dump().get("unlearned_with") or {}).get("trained_probe_ids") or []
     if sorted(trained) != sorted(recorded):
         raise OrtBenchError(f"{name}: trained_probe_ids differ from those results.json records for the model")
     seen_facts = set((card.get("data") or {}).get("seen_fact_ids") or [])
@@ -222,7 +258,4 @@ def check_card(res: Any, run_dir: Any, probes: list[Any]) -> None:
     if leaked:
         raise OrtBenchError(f"{name}: the method saw {len(leaked)} of the scored retain-eval facts (first: "
                             f"{leaked[0]!r}): utility must be scored on facts no method saw")
-    seen = seen_forms(probes, trained)
-    if seen != (sel.get("seen_forms") or {}):
-        raise OrtBenchError(f"results.json: selection.seen_forms is {sel.get('seen_forms')!r} but the card's trained "
-                            f"probes give {seen!r}")
+    return seen_forms(probes, trained)

@@ -40,6 +40,7 @@ from ort_bench.jsonl import iter_objects, validate_line
 from ort_bench.provenance import file_sha256, sha256_json
 from ort_bench.scoring.records import Record, check_seal, record_key
 from ort_bench.scoring.results import Results, read_results
+from ort_bench.scoring.shards import ONE_PER_TARGET, PER_TARGET_CARDS, probes_for_target
 
 SUBMISSION_SCHEMA_VERSION = 1
 TOLERANCE = 1e-9
@@ -140,6 +141,7 @@ def _check_records(path: Path, res: Results) -> dict[str, list[dict[str, Any]]]:
     """Seals, fields (`Record`), keys, fingerprints, parameters and roles of every record; the records
     by role, in file order, as written."""
     fingerprints = {"model": res.model.fingerprint, "reference": res.reference.fingerprint if res.reference else None}
+    per_target = checkpoints_of(res)
     backend = res.config.get("backend")
     by_role: dict[str, list[dict[str, Any]]] = {r: [] for r in ROLES}
     seen: dict[str, int] = {}
@@ -151,7 +153,11 @@ def _check_records(path: Path, res: Results) -> dict[str, list[dict[str, Any]]]:
             raise OrtBenchError(f"{where}: unknown role {raw.get('role')!r} (expected model or reference)")
         rec = validate_line(Record, raw, where)
         role, fp = rec.role, rec.model_fingerprint
-        if fp != fingerprints[role]:
+        if per_target and role == "model":
+            if fp not in per_target.values():
+                raise OrtBenchError(f"{where}: model_fingerprint {_short(fp)} of this model record is not one of the "
+                                    "checkpoints results.json names (one checkpoint per target)")
+        elif fp != fingerprints[role]:
             raise OrtBenchError(f"{where}: model_fingerprint {_short(fp)} of this {role} record does not match the "
                                 f"{role} fingerprint {_short(fingerprints[role])} in results.json")
         if rec.params_hash != res.params_hash:
@@ -178,15 +184,19 @@ def _check_coverage(res: Results, by_role: dict[str, list[dict[str, Any]]]) -> N
     if not ref:
         raise OrtBenchError(f"{RECORDS_FILE}: no reference records: a leaderboard entry needs the run scored "
                             "with --reference")
-    if len(model) != res.n_probes:
-        raise OrtBenchError(f"{RECORDS_FILE}: {len(model)} model records but results.json says {res.n_probes} "
+    per_target = checkpoints_of(res)
+    role, ordered = ("reference", ref) if per_target else ("model", model)  # the records of the whole selection
+    if len(ordered) != res.n_probes:
+        raise OrtBenchError(f"{RECORDS_FILE}: {len(ordered)} {role} records but results.json says {res.n_probes} "
                             "probes were scored (records of another run in the folder?)")
     probes_sha = res.hashes.get("probes_sha256")
-    if probes_sha is not None and sha256_json([r.get("probe_id") for r in model]) != probes_sha:
+    if probes_sha is not None and sha256_json([r.get("probe_id") for r in ordered]) != probes_sha:
         # evaluate leaves a finished run's records in probe order (records.put_in_order)
-        raise OrtBenchError(f"{RECORDS_FILE}: the model records are not the probes results.json lists, in its "
+        raise OrtBenchError(f"{RECORDS_FILE}: the {role} records are not the probes results.json lists, in its "
                             "order (hashes.probes_sha256 does not match)")
-    if sorted(r["probe_sha256"] for r in ref) != sorted(r["probe_sha256"] for r in model):
+    if per_target:
+        _check_per_target_coverage(per_target, model, ref)
+    elif sorted(r["probe_sha256"] for r in ref) != sorted(r["probe_sha256"] for r in model):
         raise OrtBenchError(f"{RECORDS_FILE}: the reference records do not cover the same probes as the model records")
     need = required_forms(res.benchmark_version)
     have = {r.get("form") for r in model if r.get("split") == "forget"}
@@ -194,6 +204,34 @@ def _check_coverage(res: Results, by_role: dict[str, list[dict[str, Any]]]) -> N
     if missing:
         raise OrtBenchError(f"missing forms: {', '.join(missing)} (benchmark {res.benchmark_version} needs every "
                             f"form on the forget split: {', '.join(need)})")
+
+
+def checkpoints_of(res: Results) -> dict[str, str] | None:
+    """One checkpoint per target: target -> its checkpoint's fingerprint; None for one model."""
+    model = res.model.model_dump()
+    if model.get("protocol") != ONE_PER_TARGET:
+        return None
+    try:
+        return {t: c["fingerprint"] for t, c in model["checkpoints"].items()}
+    except (AttributeError, KeyError, TypeError):
+        raise OrtBenchError("results.json: model.checkpoints must map each target to its checkpoint's description "
+                            "(with its fingerprint)") from None
+
+
+def _check_per_target_coverage(per_target: dict[str, str], model: list[dict[str, Any]],
+                               ref: list[dict[str, Any]]) -> None:
+    """Each target's checkpoint answered its target's forget probes and every neighbour and utility probe, in
+    the reference's (selection) order, and every forget target has a checkpoint."""
+    without = sorted({r.get("target") for r in ref if r.get("split") == "forget"} - set(per_target), key=str)
+    if without:
+        raise OrtBenchError(f"{RECORDS_FILE}: forget target {without[0]!r} has no checkpoint in results.json's "
+                            "model.checkpoints")
+    for target, fp in per_target.items():
+        mine = [r["probe_sha256"] for r in model if r["model_fingerprint"] == fp]
+        want = [r["probe_sha256"] for r in ref if r.get("split") != "forget" or r.get("target") == target]
+        if mine != want:
+            raise OrtBenchError(f"{RECORDS_FILE}: the records of {target!r}'s checkpoint are not its target's forget "
+                                "probes and every neighbour and utility probe, in order")
 
 
 def _diff(submitted: Any, recomputed: Any, path: str) -> str | None:
@@ -243,7 +281,7 @@ def _card_files(run_dir: Path) -> list[str]:
     """The model card evaluate copied into the run (benchmark v3 entries carry it)."""
     from ort_bench.board.rederive import MODEL_CARD_FILES
 
-    return [c for c in MODEL_CARD_FILES if (Path(run_dir) / c).is_file()]
+    return [c for c in (*MODEL_CARD_FILES, PER_TARGET_CARDS) if (Path(run_dir) / c).is_file()]
 
 
 def verify_run(run_dir: str | Path) -> VerifiedRun:
@@ -258,6 +296,10 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
     if res.reference is None:
         raise OrtBenchError("results.json: no reference model: a leaderboard entry needs the run scored "
                             "with --reference (the model before unlearning)")
+    shard = res.selection.get("shard")
+    if shard:
+        raise OrtBenchError(f"results.json: shard {shard.get('index')}/{shard.get('count')} of a run: join the "
+                            "shards with `ort-bench merge` and submit the merged folder")
     by_role = _check_records(run_dir / RECORDS_FILE, res)
     _check_coverage(res, by_role)
     probes = None
@@ -269,8 +311,13 @@ def verify_run(run_dir: str | Path) -> VerifiedRun:
         if pinned:
             rederive.check_pinned_selection(res)
         probes = rederive.rebuild_probes(res)
-        for role in ROLES:
-            rederive.check_against_probes(probes, by_role[role], role)
+        rederive.check_against_probes(probes, by_role["reference"], "reference")
+        per_target = checkpoints_of(res)
+        for target, fp in (per_target or {None: None}).items():  # one checkpoint per target: each on its own
+            mine = by_role["model"] if target is None else [r for r in by_role["model"]
+                                                            if r["model_fingerprint"] == fp]
+            rederive.check_against_probes(probes if target is None else probes_for_target(probes, target), mine,
+                                          "model" if target is None else f"model ({target})")
         rederive.check_two_models(res, by_role["model"], by_role["reference"])
         if pinned:
             rederive.check_card(res, run_dir, probes)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from ort_bench.benchmark import BENCHMARK_VERSION, BenchmarkVersion, get_version
 from ort_bench.errors import OrtBenchError
 from ort_bench.scoring.records import Record, records_frame
+from ort_bench.scoring.shards import ONE_PER_TARGET
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -148,6 +149,18 @@ def results_from_records(version: BenchmarkVersion, model_records: Sequence[Reco
     """The results file from per-probe records, under `version`'s definitions: the one path that both
     `evaluate` (writing it) and `submit` (recomputing it to check it, `recompute_results`) take."""
     model_df = records_frame(model_records)
+    if model.get("protocol") == ONE_PER_TARGET:  # each target's forget records from its own checkpoint
+        from ort_bench.scoring.per_target import compare_one_per_target
+
+        if reference_records is None:
+            raise ValueError("one checkpoint per target is scored against a reference")
+        summary, comparison = compare_one_per_target(
+            version, model_df, records_frame(reference_records),
+            {t: c["fingerprint"] for t, c in model["checkpoints"].items()}, train_form=selection.get("train_form"),
+            seed=config.get("seed", 0), seen_forms=selection.get("seen_forms"))
+        return build_results(version=version, model=model, reference=reference, config=config,
+                             params_hash=params_hash, hashes=hashes, versions=versions, n_probes=n_probes,
+                             summary=summary, comparison=comparison, selection=selection)
     summary = version_summarize(version, model_df)
     comparison = None
     if reference_records is not None:
@@ -277,6 +290,9 @@ def _markdown_v3(results: dict[str, Any]) -> str:
     if c.get("seen_forms"):
         lines.append(f"- left out as seen (evaluated probes holding a trained prompt): "
                      f"{', '.join(f'{f} ({n})' for f, n in c['seen_forms'].items())}")
+    if c.get("protocol") == ONE_PER_TARGET:
+        lines.append(f"- one checkpoint per target ({len(c.get('per_target') or {})}): each target's forms scored on "
+                     "its own checkpoint; utility, fluency and ORT are means over the checkpoints (no interval)")
     if c.get("few_targets"):
         lines.append(f"- {c['n_targets']} target(s) only: intervals over facts, not targets (flagged)")
     lines += [

@@ -176,3 +176,34 @@ def unlearn(
     card["wall_seconds"] = round(time.perf_counter() - t0, 2)
     write_checkpoint(lm, tokenizer, out, UNLEARN_CARD, card)
     return card
+
+
+def unlearn_one_per_target(method: str, model: str, targets: list[str], out: str | Path, train_form: str = "qa",
+                           config: dict[str, Any] | Any | None = None, *, load: LoadOptions | None = None,
+                           progress: bool = True, **kw: Any) -> dict[str, Any]:
+    """The ORT/RWKU protocol: unlearn each target alone from `model` into `out/<target>/` and write
+    `out/manifest.json` (target -> checkpoint) for `evaluate --manifest`. A target whose checkpoint is
+    already there (its card: this method, this target alone) is kept, so a killed run resumes.
+    Returns the manifest's checkpoints."""
+    import json
+
+    from ort_bench.scoring.checkpoint import read_card
+    from ort_bench.scoring.per_target import MANIFEST, write_manifest
+    from ort_bench.unlearning.methods import make_config
+
+    targets, _, _ = checked_targets(targets, "unlearn", kw.get("kb"), kw.get("templates"))
+    hyper = json.loads(json.dumps(make_config(method, config, max_steps=kw.get("max_steps"), seed=kw.get("seed"))
+                                  .to_dict(), default=str))  # as a card stores them
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OrtBenchError(f"{out}: exists and is not a directory")
+    checkpoints: dict[str, str] = {}
+    for target in targets:
+        card = read_card(out / target, UNLEARN_CARD)
+        if not (card and card.get("method") == method and card.get("targets") == [target]
+                and card.get("hyperparameters") == hyper and card.get("train_form") == train_form):
+            unlearn(method, model, [target], out / target, train_form=train_form, config=config, load=load,
+                    progress=progress, **kw)
+        checkpoints[target] = target
+    write_manifest(out / MANIFEST, checkpoints)
+    return checkpoints
