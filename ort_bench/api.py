@@ -8,6 +8,7 @@ function that does the work (this module only gathers them), so its docstring is
                          markdown_table, fmt
     checkpoints          unlearn (METHODS, make_config), unlearn_one_per_target, finetune_attack, relearn_attack
     scores -> tables     submit, verify_run, audit, build_leaderboard, build_all
+    sharing              export_hf_dataset (probes per tier, or a run's records, as a `datasets` folder)
 
     from ort_bench import api
     card = api.unlearn("npo", "embedded", ["france"], "runs/npo", max_steps=20)
@@ -17,6 +18,7 @@ function that does the work (this module only gathers them), so its docstring is
 from __future__ import annotations
 
 from ort_bench.board.audit import audit
+from ort_bench.board.export import export_hf_dataset
 from ort_bench.board.leaderboard import build_all, build_leaderboard
 from ort_bench.board.submit import submit, verify_run
 from ort_bench.kb.ort_import import import_ort
@@ -32,8 +34,8 @@ from ort_bench.unlearning.methods import METHODS, make_config
 from ort_bench.unlearning.unlearn import unlearn, unlearn_one_per_target
 
 __all__ = [
-    "METHODS", "EvalConfig", "LoadOptions", "audit", "build_all", "build_leaderboard", "evaluate", "finetune_attack",
-    "fmt", "import_ort", "load_templates", "make_config", "markdown_table", "merge_shards", "parse_shard",
-    "read_manifest", "relearn_attack", "render", "submit", "unlearn", "unlearn_one_per_target", "validate_templates",
-    "verify_run",
+    "METHODS", "EvalConfig", "LoadOptions", "audit", "build_all", "build_leaderboard", "evaluate", "export_hf_dataset",
+    "finetune_attack", "fmt", "import_ort", "load_templates", "make_config", "markdown_table", "merge_shards",
+    "parse_shard", "read_manifest", "relearn_attack", "render", "submit", "unlearn", "unlearn_one_per_target",
+    "validate_templates", "verify_run",
 ]

@@ -161,6 +161,12 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_hf_dataset(args: argparse.Namespace) -> int:
+    summary = api.export_hf_dataset(args.out, tier=args.tier, records=args.records, force=args.force)
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from ort_bench.unlearning.methods import config_from_args
 
@@ -379,6 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     lbb.add_argument("--keep-going", action="store_true",
                      help="report a submission that fails its checks and build without it (default: refuse)")
     lbb.set_defaults(func=cmd_leaderboard_build)
+
+    ex = sub.add_parser("export", help="the benchmark's probes or a run's records in other tools' formats")
+    exsub = ex.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    hf = exsub.add_parser("hf-dataset", help="probes (a config per tier) or a run's records as a `datasets` folder",
+                          description="Write parquet files and a dataset card (README.md: configs, benchmark version, "
+                          "forms, licence, hashes) that datasets.load_dataset(OUT) loads offline: the probes of "
+                          "every tier (or --tier), a split per forget/neighbour/utility; with --records RUN_DIR, "
+                          "that run's records, a split per role (model, reference).")
+    hf.add_argument("--out", required=True, help="the dataset folder (must be empty or new)")
+    hf.add_argument("--tier", default=None, choices=list(TIERS), help="one tier only (default: every tier)")
+    hf.add_argument("--records", default=None, metavar="RUN_DIR", help="export this evaluate run's records instead")
+    hf.add_argument("--force", action="store_true", help="replace OUT/README.md and OUT/data/ of a non-empty OUT")
+    hf.set_defaults(func=cmd_export_hf_dataset)
     return p
 
 
