@@ -241,12 +241,25 @@ def test_score_equals_generate_and_loglikelihood(name, request):
 def test_decoding_pool_is_refilled_without_changing_answers(tiny_llama_dir):
     """Rows leave the decoding pool at their stop string or limit and new prompts join it (prefilled
     one at a time, caches of other lengths merged in): every answer equals its answer alone."""
-    backend = HFBackend(resolve_model(str(tiny_llama_dir)), batch_size=1, decode_batch=3, progress=False)
-    prompts = _system_prompts(backend) + _prompts(backend)
-    mixed = [GenerationParams(max_new_tokens=2 + k % 5) for k in range(len(prompts))]
+    backend = HFBackend(resolve_model(str(tiny_llama_dir)), batch_size=1, decode_batch=2, progress=False)
+    prompts = _prompts(backend) * 5
+    mixed = [GenerationParams(max_new_tokens=2 + k % 7) for k in range(len(prompts))]
     from ort_bench.scoring.backends import ScoreRequest
 
+    widths: list[int] = []
+    forward = backend._forward
+
+    def recording(ids, mask, pos, cache, keep):
+        widths.append(mask.shape[1])
+        return forward(ids, mask, pos, cache, keep)
+
+    backend._forward = recording
     got = backend.score([ScoreRequest(p, (), m) for p, m in zip(prompts, mixed, strict=True)])
+    backend._forward = forward
+    # the pool drops the columns of rows that left: never wider than its longest row (a few columns of
+    # slack), where keeping every column would widen it by one a step for the whole call
+    longest = max(len(backend.encode(p)) + m.max_new_tokens for p, m in zip(prompts, mixed, strict=True))
+    assert max(widths) <= longest + 4 < sum(m.max_new_tokens for m in mixed) // backend.decode_batch
     alone = [backend.generate([p], m)[0] for p, m in zip(prompts, mixed, strict=True)]
     assert [g.text for g in got] == alone
     assert [g.new_tokens for g in got] == [m.max_new_tokens for m in mixed]  # a random model meets no EOS

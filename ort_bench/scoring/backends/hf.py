@@ -67,6 +67,17 @@ class _Decoding:
         self.rows = [self.rows[j] for j in keep]
         self.mask, self.next_pos, self.logprobs = self.mask[idx], self.next_pos[idx], self.logprobs[idx]
 
+    def compact(self) -> None:
+        """Drop the leftmost cache columns that no row still in the pool attends to (they were held by
+        rows that left), so that the pool is as wide as its rows' own sequences, not as everything it
+        ever held (a refilled pool would otherwise widen by one column per step for the whole call)."""
+        used = self.mask.any(0).nonzero()
+        first = int(used[0, 0]) if len(used) else 0
+        if first >= MIN_SHARED_PREFIX:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+            self.mask = self.mask[:, first:]
+
     def merge(self, other: _Decoding) -> _Decoding:
         """Both sets of rows in one: the shorter cache is padded on the left (masked out; positions are
         each row's own, so no row sees a difference)."""
@@ -338,6 +349,7 @@ class HFBackend(TokenBackend):
             done.append(row)
         if len(keep) < len(pool.rows):
             pool.take(keep)
+            pool.compact()
             nxt = nxt[torch.tensor(keep, dtype=torch.long, device=nxt.device)]
         if pool.rows:
             pool.mask = torch.cat([pool.mask, torch.ones((len(keep), 1), dtype=pool.mask.dtype, device=self.device)], 1)
