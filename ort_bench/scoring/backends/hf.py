@@ -30,9 +30,9 @@ from ort_bench.scoring.backends.base import GenerationParams, LogLikelihood, Tok
 from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve_device
 
-MIN_SHARED_PREFIX = 4  # tokens: a shorter common prefix is not worth a separate pass
+__all__ = ["HFBackend"]
 
-__all__ = ["HFBackend", "cut_at_stop"]
+MIN_SHARED_PREFIX = 4  # tokens: a shorter common prefix is not worth a separate pass
 
 
 @dataclasses.dataclass
