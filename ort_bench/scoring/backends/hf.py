@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import sys
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -258,11 +259,18 @@ class HFBackend(TokenBackend):
         batches: list[tuple[int, list[_Row]]] = []
         for n, group in ((n_prefix, [r for r in rows if r.index in shared]),
                          (0, [r for r in rows if r.index not in shared])):
-            for row in sorted(group, key=lambda r: -len(r.prompt)):
-                if not batches or batches[-1][0] != n or len(batches[-1][1]) >= self.batch_size or \
-                        (len(batches[-1][1]) + 1) * (len(batches[-1][1][0].prompt) - n) > self.token_budget:
-                    batches.append((n, []))
-                batches[-1][1].append(row)
+            batches += [(n, b) for b in self._capped(group, lambda r, n=n: len(r.prompt) - n)]
+        return batches
+
+    def _capped(self, items: list[Any], width: Callable[[Any], int]) -> list[list[Any]]:
+        """`items` in batches, longest first (a batch is as wide as its first item), each at most
+        `batch_size` items and `token_budget` padded tokens."""
+        batches: list[list[Any]] = []
+        for item in sorted(items, key=lambda x: -width(x)):
+            if not batches or len(batches[-1]) >= self.batch_size or \
+                    (len(batches[-1]) + 1) * width(batches[-1][0]) > self.token_budget:
+                batches.append([])
+            batches[-1].append(item)
         return batches
 
     def _prefill(self, batch: list[_Row], n_prefix: int, prefix_cache: Any) -> _Decoding:
@@ -300,13 +308,8 @@ class HFBackend(TokenBackend):
             totals = state.logprobs[torch.tensor([b for b, _ in pairs], device=dev),
                                     torch.tensor([c[0] for _, c in pairs], device=dev)].tolist()
         # the rest of every longer continuation, in groups capped like a batch
-        groups: list[list[int]] = []
-        for k in sorted((k for k, (_, c) in enumerate(pairs) if len(c) > 1), key=lambda k: -len(pairs[k][1])):
-            if not groups or len(groups[-1]) >= self.batch_size or \
-                    (len(groups[-1]) + 1) * (len(pairs[groups[-1][0]][1]) - 1) > self.token_budget:
-                groups.append([])
-            groups[-1].append(k)
-        for group in groups:
+        longer = [k for k, (_, c) in enumerate(pairs) if len(c) > 1]
+        for group in self._capped(longer, lambda k: len(pairs[k][1]) - 1):
             src = torch.tensor([pairs[k][0] for k in group], dtype=torch.long, device=dev)
             width = len(pairs[group[0]][1]) - 1
             ids = torch.zeros((len(group), width), dtype=torch.long)
