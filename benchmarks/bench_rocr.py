@@ -64,7 +64,7 @@ def main() -> None:
 
     from ort_bench.kb.facts import load_kb
     from ort_bench.kb.templates import load_templates
-    from ort_bench.scoring.models import load_causal_lm, load_tokenizer, resolve_model
+    from ort_bench.models import load_causal_lm, load_tokenizer, resolve_model
     from ort_bench.unlearning.methods import get_method, make_config
     from ort_bench.unlearning.unlearn import build_data
 

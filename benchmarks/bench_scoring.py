@@ -63,11 +63,11 @@ from pathlib import Path
 
 import torch
 
+from ort_bench.models import load_causal_lm, load_tokenizer, resolve_model
+from ort_bench.models.load_options import LoadOptions
+from ort_bench.models.prompting import format_prompt, join_continuation
 from ort_bench.scoring.backends import GenerationParams, get_backend
 from ort_bench.scoring.backends.base import BACKENDS, ScoreRequest
-from ort_bench.scoring.load_options import LoadOptions
-from ort_bench.scoring.models import load_causal_lm, load_tokenizer, resolve_model
-from ort_bench.scoring.prompting import format_prompt, join_continuation
 from ort_bench.scoring.selection import select_probes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -99,7 +99,7 @@ def _travel_mib(extra: Path) -> float:
 
 def prepare(args: argparse.Namespace) -> None:
     """Write the folder the GPU run reads: probes, the embedded model's config and tokenizer, wheels."""
-    from ort_bench.scoring.models import resolve_model
+    from ort_bench.models import resolve_model
     from ort_bench.scoring.selection import select_probes
 
     out = Path(args.prepared)
@@ -218,7 +218,7 @@ def build_model(name: str, prepared: Path, folder: Path, args: argparse.Namespac
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ort_bench.scoring.models import ResolvedModel, torch_dtype
+    from ort_bench.models import ResolvedModel, torch_dtype
 
     cfg = model_config(name, prepared, args.tiny)
     for f in (prepared / "embedded").iterdir():

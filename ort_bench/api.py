@@ -24,8 +24,8 @@ from ort_bench.board.submit import submit, verify_run
 from ort_bench.kb.ort_import import import_ort
 from ort_bench.kb.render import render, validate_templates
 from ort_bench.kb.templates import load_templates
+from ort_bench.models.load_options import LoadOptions
 from ort_bench.scoring.evaluate import EvalConfig, evaluate
-from ort_bench.scoring.load_options import LoadOptions
 from ort_bench.scoring.per_target import read_manifest
 from ort_bench.scoring.results import fmt, markdown_table
 from ort_bench.scoring.shards import merge_shards, parse_shard

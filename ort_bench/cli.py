@@ -14,7 +14,7 @@ from ort_bench.errors import OrtBenchError
 from ort_bench.kb.facts import LANGS, SPLITS
 from ort_bench.kb.templates import FORMS
 from ort_bench.kb.tiers import TIERS
-from ort_bench.scoring.load_options import LoadOptions, add_load_options
+from ort_bench.models.load_options import LoadOptions, add_load_options
 
 
 def _csv(value: str) -> list[str]:

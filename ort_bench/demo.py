@@ -11,7 +11,7 @@ from typing import Any
 
 from ort_bench import api
 from ort_bench.benchmark import CURRENT
-from ort_bench.scoring.checkpoint import UNLEARN_CARD, has_card
+from ort_bench.models.checkpoint import UNLEARN_CARD, has_card
 
 DEFAULT_TARGETS = ("france", "japan", "william_shakespeare")
 # The benchmark's core tier drawn within the three targets: every fact of theirs in every form it

@@ -7,3 +7,9 @@ class OrtBenchError(Exception):
 
     def __init__(self, message: object = "") -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+def one_line(exc: BaseException) -> str:
+    """`TypeName: first line` of a third-party exception, for a one-line error message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ort_bench.answers import cut_answer
 from ort_bench.benchmark import CURRENT
-from ort_bench.scoring.models import load_tokenizer, resolve_model
+from ort_bench.models import load_tokenizer, resolve_model
 from ort_bench.scoring.records import load_records
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ort_bench import api
 from ort_bench.kb.tiers import TIERS
-from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
+from ort_bench.models.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
 from ort_bench.unlearning.methods import in_table_order
 
 # the experiment's own settings of some methods (--hp adds to them; a later value wins): RMU at the

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench import api
-from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
+from ort_bench.models.checkpoint import ATTACK_CARD, UNLEARN_CARD, has_card
 
 CONFIGS = ("npo", "ilu-npo", "rmu", "ilu-rmu")
 ATTACKS = ("finetune-math", "finetune-sentiment", "relearn")

@@ -21,7 +21,7 @@ def build_random_model(out: Path, seed: int) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ort_bench.scoring.models import load_tokenizer, resolve_model
+    from ort_bench.models import load_tokenizer, resolve_model
 
     if (out / "config.json").is_file():
         return out

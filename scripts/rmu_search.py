@@ -127,8 +127,8 @@ def answer_nlls(model, tokenizer, exs, max_length: int, batch_size: int) -> list
 
 
 def generate(backend, tokenizer, probes, max_new_tokens: int) -> list[str]:
+    from ort_bench.models.prompting import format_prompt
     from ort_bench.scoring.backends.base import GenerationParams
-    from ort_bench.scoring.prompting import format_prompt
 
     prompts = [format_prompt(tokenizer, p.prompt, p.system, p.prefill) for p in probes]
     return backend.generate(prompts, GenerationParams(max_new_tokens=max_new_tokens))
@@ -327,9 +327,9 @@ def main() -> None:
         torch.set_num_interop_threads(args.threads)
     except RuntimeError:
         pass
+    from ort_bench.models import resolve_model
+    from ort_bench.models.load_options import LoadOptions
     from ort_bench.scoring.backends.hf import HFBackend
-    from ort_bench.scoring.load_options import LoadOptions
-    from ort_bench.scoring.models import resolve_model
 
     t_start = time.perf_counter()
     targets = [t for t in args.targets.split(",") if t]

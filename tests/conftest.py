@@ -175,7 +175,7 @@ def tiny_gpt2_dir(make_tiny_model) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_model(_isolated_cache):
-    from ort_bench.scoring.models import resolve_model
+    from ort_bench.models import resolve_model
 
     resolve_model("embedded", cache_dir=_PERSISTENT_CACHE)  # converts once per machine, if needed
     _link_persistent_conversions(_isolated_cache)

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.models import resolve_model
+from ort_bench.models.load_options import LoadOptions
+from ort_bench.models.prompting import format_prompt, join_continuation
 from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend
 from ort_bench.scoring.backends.base import cut_at_stop
 from ort_bench.scoring.backends.hf import HFBackend
-from ort_bench.scoring.load_options import LoadOptions
-from ort_bench.scoring.models import resolve_model
-from ort_bench.scoring.prompting import format_prompt, join_continuation
 
 QUESTIONS = [
     "Hi",

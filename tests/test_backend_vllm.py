@@ -31,9 +31,9 @@ if importlib.util.find_spec("vllm") is None:
     pytest.skip("vllm is not installed: the vllm backend tests run in their own stage (.ci/vllm-stage.sh)",
                 allow_module_level=True)
 
+from ort_bench.models.load_options import LoadOptions  # noqa: E402
 from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend  # noqa: E402
 from ort_bench.scoring.backends.base import cut_at_stop  # noqa: E402
-from ort_bench.scoring.load_options import LoadOptions  # noqa: E402
 
 LL_TOL = 0.01  # nats per sequence
 TINY_CONFIG = {"hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128}
@@ -49,7 +49,7 @@ def _close(backend) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(make_tiny_model):
-    from ort_bench.scoring.models import resolve_model
+    from ort_bench.models import resolve_model
 
     return resolve_model(str(make_tiny_model("llama", **TINY_CONFIG)))
 
@@ -166,7 +166,7 @@ CHAT_QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def embedded_pair(embedded_model):
-    from ort_bench.scoring.models import load_tokenizer
+    from ort_bench.models import load_tokenizer
 
     hf = get_backend("hf")(embedded_model, LoadOptions(device="cpu"), progress=False)
     vllm_backend = get_backend("vllm")(embedded_model)
@@ -176,7 +176,7 @@ def embedded_pair(embedded_model):
 
 @pytest.mark.integration
 def test_embedded_greedy_answers_match_hf(embedded_pair):
-    from ort_bench.scoring.prompting import format_prompt
+    from ort_bench.models.prompting import format_prompt
 
     tok, vllm_backend, hf = embedded_pair
     prompts = [format_prompt(tok, q) for q, _ in CHAT_QUESTIONS]
@@ -188,7 +188,7 @@ def test_embedded_greedy_answers_match_hf(embedded_pair):
 
 @pytest.mark.integration
 def test_embedded_loglikelihoods_match_hf(embedded_pair):
-    from ort_bench.scoring.prompting import format_prompt, join_continuation
+    from ort_bench.models.prompting import format_prompt, join_continuation
 
     tok, vllm_backend, hf = embedded_pair
     reqs = []

@@ -8,10 +8,10 @@ import pytest
 
 from ort_bench.cli import build_parser
 from ort_bench.errors import OrtBenchError
+from ort_bench.models.load_options import LoadOptions
 from ort_bench.scoring.backends import Backend, checked_backend, register_backend
 from ort_bench.scoring.backends.base import BACKENDS
 from ort_bench.scoring.evaluate import EvalConfig
-from ort_bench.scoring.load_options import LoadOptions
 
 LOADING_COMMANDS = (
     ["evaluate", "--model", "m", "--out", "o"],

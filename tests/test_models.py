@@ -11,8 +11,7 @@ import pytest
 
 from ort_bench import provenance
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.load_options import LoadOptions
-from ort_bench.scoring.models import (
+from ort_bench.models import (
     ResolvedModel,
     embedded_gguf_path,
     load_causal_lm,
@@ -20,7 +19,8 @@ from ort_bench.scoring.models import (
     merged_dir,
     resolve_model,
 )
-from ort_bench.scoring.prompting import format_prompt, join_continuation
+from ort_bench.models.load_options import LoadOptions
+from ort_bench.models.prompting import format_prompt, join_continuation
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -105,7 +105,7 @@ def test_pickle_weights_refused_unless_allowed(llama_copy):
     with pytest.raises(OrtBenchError) as exc:
         resolve_model(str(llama_copy))
     assert "pickle" in _one_line(exc) and "--allow-pickle" in str(exc.value)
-    m = resolve_model(str(llama_copy), allow_pickle=True)
+    m = resolve_model(str(llama_copy), LoadOptions(allow_pickle=True))
     assert m.kind == "hf_dir"
 
 
@@ -150,10 +150,10 @@ def test_remote_code_refused_unless_trusted(llama_copy):
     with pytest.raises(OrtBenchError) as exc:
         resolve_model(str(llama_copy))
     assert "--trust-remote-code" in _one_line(exc)
-    trusted = resolve_model(str(llama_copy), trust_remote_code=True)
+    trusted = resolve_model(str(llama_copy), LoadOptions(trust_remote_code=True))
     assert trusted.trust_remote_code
     (llama_copy / "modeling_x.py").write_text("# edited custom code\n")
-    assert resolve_model(str(llama_copy), trust_remote_code=True).fingerprint != trusted.fingerprint
+    assert resolve_model(str(llama_copy), LoadOptions(trust_remote_code=True)).fingerprint != trusted.fingerprint
 
 
 def test_hub_id_offline_is_one_line():
@@ -293,7 +293,7 @@ def _write_gguf(path, arch):
 
 
 def test_killed_gguf_conversion_leaves_no_cache(tmp_path, monkeypatch):
-    import ort_bench.scoring.models as models
+    import ort_bench.models.gguf as models
 
     path = _write_gguf(tmp_path / "m.gguf", "llama")
     cache = tmp_path / "cache"

@@ -21,12 +21,12 @@ import pytest
 from ort_bench.api import render
 from ort_bench.benchmark import CURRENT, V1, V2, V3, get_version
 from ort_bench.kb.facts import load_kb, retain_half
+from ort_bench.models.prompting import format_prompt
 from ort_bench.scorers import NEUTRAL_PROMPT, SCORERS, choice_scores, get_scorer
 from ort_bench.scoring import metrics
 from ort_bench.scoring.backends import Backend, LogLikelihood
 from ort_bench.scoring.evaluate import EvalConfig
 from ort_bench.scoring.metrics_v2 import compare_v2, items_of
-from ort_bench.scoring.prompting import format_prompt
 from ort_bench.scoring.scoring_loop import score_probes
 from ort_bench.scoring.selection import select_probes
 

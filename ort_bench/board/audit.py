@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.load_options import LoadOptions
+from ort_bench.models.load_options import LoadOptions
 
 AUDIT_FILE = "audit.json"
 LOGPROB_TOLERANCE = 1e-3  # nats, per option: same model and backend, other batch composition
@@ -47,9 +47,9 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     `model` overrides where the checkpoint is (default: the spec recorded in results.json). `load`:
     how to load it; the dtype is the one the submission was scored with (another one is refused)."""
     from ort_bench.board.submit import verify_run
+    from ort_bench.models import load_tokenizer, resolve_model
     from ort_bench.scoring.backends import make_backend
     from ort_bench.scoring.evaluate import EvalConfig
-    from ort_bench.scoring.models import load_tokenizer, resolve_model
     from ort_bench.scoring.scoring_loop import score_probes
 
     if sample < 1:
@@ -59,7 +59,7 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     res = run.results
     spec = model or res.model.spec
     load = load or LoadOptions()
-    resolved = resolve_model(spec, trust_remote_code=load.trust_remote_code, allow_pickle=load.allow_pickle)
+    resolved = resolve_model(spec, load)
     if resolved.fingerprint != res.model.fingerprint:
         raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
                             f"fingerprint {res.model.fingerprint[:12]}: not the checkpoint that was scored")

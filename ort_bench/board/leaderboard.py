@@ -21,8 +21,8 @@ from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
 from ort_bench.board.audit import read_audit
 from ort_bench.board.submit import required_forms, submissions_dir, verify_submission
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.per_target import ONE_PER_TARGET
 from ort_bench.scoring.results import fmt
-from ort_bench.scoring.shards import ONE_PER_TARGET
 
 OUTPUT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "heatmap.svg", "index.html")
 

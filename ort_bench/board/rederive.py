@@ -23,13 +23,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ort_bench.board.submit import TOLERANCE  # the same tolerance as the aggregates' recomputation
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.checkpoint import ATTACK_CARD, UNLEARN_CARD
+from ort_bench.models.checkpoint import ATTACK_CARD, UNLEARN_CARD
+from ort_bench.scoring.per_target import ONE_PER_TARGET
+from ort_bench.scoring.results import Results
 
 # record field -> how to read the same thing off the probe
 PROBE_FIELDS = ("split", "target", "form", "lang", "template_id", "fact_ids", "scorer", "answers", "item_id",
                 "item_size", "variant")
+
+# numbers recomputed from records must agree with the submitted ones within this (submit uses it too)
+TOLERANCE = 1e-9
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -41,7 +45,7 @@ def _close(a: Any, b: Any) -> bool:
 
 def check_params(res: Any) -> None:
     """`params_hash` must be what the recorded scoring parameters give."""
-    from ort_bench.scoring.evaluate import EvalConfig
+    from ort_bench.scoring.eval_config import EvalConfig
 
     cfg = res.config
     try:
@@ -195,10 +199,10 @@ def check_card(res: Any, run_dir: Any, probes: list[Any]) -> None:
     checkpoint per target: every target's card (`unlearn_cards.json`), each for its own target only."""
     from pathlib import Path
 
-    from ort_bench.board.submit import checkpoints_of
     from ort_bench.kb.tiers import get_tier
-    from ort_bench.scoring.checkpoint import read_card
-    from ort_bench.scoring.shards import PER_TARGET_CARDS, probes_for_target
+    from ort_bench.models.checkpoint import read_card
+    from ort_bench.scoring.per_target import PER_TARGET_CARDS
+    from ort_bench.scoring.shards import probes_for_target
 
     tier, sel = get_tier(res.selection["tier"]), res.selection
     per_target = checkpoints_of(res)
@@ -259,3 +263,15 @@ def _check_one_card(name: str, card: dict[str, Any], res: Any, targets: list[str
         raise OrtBenchError(f"{name}: the method saw {len(leaked)} of the scored retain-eval facts (first: "
                             f"{leaked[0]!r}): utility must be scored on facts no method saw")
     return seen_forms(probes, trained)
+
+
+def checkpoints_of(res: Results) -> dict[str, str] | None:
+    """One checkpoint per target: target -> its checkpoint's fingerprint; None for one model."""
+    model = res.model.model_dump()
+    if model.get("protocol") != ONE_PER_TARGET:
+        return None
+    try:
+        return {t: c["fingerprint"] for t, c in model["checkpoints"].items()}
+    except (AttributeError, KeyError, TypeError):
+        raise OrtBenchError("results.json: model.checkpoints must map each target to its checkpoint's description "
+                            "(with its fingerprint)") from None

@@ -35,15 +35,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from ort_bench.benchmark import BENCHMARK_VERSION, VERSIONS, get_version
+from ort_bench.board.rederive import TOLERANCE, checkpoints_of
 from ort_bench.errors import OrtBenchError
 from ort_bench.jsonl import iter_objects, validate_line
 from ort_bench.provenance import file_sha256, sha256_json
+from ort_bench.scoring.per_target import PER_TARGET_CARDS
 from ort_bench.scoring.records import Record, check_seal, record_key
 from ort_bench.scoring.results import Results, read_results
-from ort_bench.scoring.shards import ONE_PER_TARGET, PER_TARGET_CARDS, probes_for_target
+from ort_bench.scoring.shards import probes_for_target
 
 SUBMISSION_SCHEMA_VERSION = 1
-TOLERANCE = 1e-9
 ROLES = ("model", "reference")
 RESULTS_FILE, RECORDS_FILE, SUBMISSION_FILE = "results.json", "records.jsonl", "submission.json"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -204,18 +205,6 @@ def _check_coverage(res: Results, by_role: dict[str, list[dict[str, Any]]]) -> N
     if missing:
         raise OrtBenchError(f"missing forms: {', '.join(missing)} (benchmark {res.benchmark_version} needs every "
                             f"form on the forget split: {', '.join(need)})")
-
-
-def checkpoints_of(res: Results) -> dict[str, str] | None:
-    """One checkpoint per target: target -> its checkpoint's fingerprint; None for one model."""
-    model = res.model.model_dump()
-    if model.get("protocol") != ONE_PER_TARGET:
-        return None
-    try:
-        return {t: c["fingerprint"] for t, c in model["checkpoints"].items()}
-    except (AttributeError, KeyError, TypeError):
-        raise OrtBenchError("results.json: model.checkpoints must map each target to its checkpoint's description "
-                            "(with its fingerprint)") from None
 
 
 def _check_per_target_coverage(per_target: dict[str, str], model: list[dict[str, Any]],

@@ -26,7 +26,9 @@ from typing import Any
 import pandas as pd
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.shards import ONE_PER_TARGET
+
+ONE_PER_TARGET = "one_per_target"  # results.json's model.protocol for a run of one checkpoint per target
+PER_TARGET_CARDS = "unlearn_cards.json"  # such a run's checkpoints' cards: {target: its unlearn card}
 
 MANIFEST = "manifest.json"
 
@@ -91,7 +93,7 @@ def compare_one_per_target(version: Any, model_df: pd.DataFrame, reference_df: p
     """(summary, comparison) of a one-checkpoint-per-target run (module docstring). `checkpoints`:
     target -> fingerprint. Records answered by a checkpoint other than their target's are an error."""
     from ort_bench.scoring.metrics import ort_score
-    from ort_bench.scoring.results import version_compare, version_summarize
+    from ort_bench.scoring.metrics_by_version import version_compare, version_summarize
 
     if version.metrics != "v3":
         raise ValueError(f"one checkpoint per target is scored under benchmark v3 on, not {version.name}")

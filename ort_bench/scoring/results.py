@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ort_bench.benchmark import BENCHMARK_VERSION, BenchmarkVersion, get_version
 from ort_bench.errors import OrtBenchError
+from ort_bench.scoring.metrics_by_version import version_compare, version_directions, version_summarize
+from ort_bench.scoring.per_target import ONE_PER_TARGET
 from ort_bench.scoring.records import Record, records_frame
-from ort_bench.scoring.shards import ONE_PER_TARGET
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -70,52 +71,6 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj
-
-
-def version_directions(version: BenchmarkVersion) -> dict[str, str]:
-    """The direction of every number `version`'s results report (`version.metrics` names its module)."""
-    if version.metrics == "v1":
-        from ort_bench.scoring.metrics import DIRECTIONS
-
-        return DIRECTIONS
-    if version.metrics == "v2":
-        from ort_bench.scoring.metrics_v2 import DIRECTIONS_V2
-
-        return DIRECTIONS_V2
-    from ort_bench.scoring.metrics_v3 import DIRECTIONS_V3
-
-    return DIRECTIONS_V3
-
-
-def version_compare(version: BenchmarkVersion, model_records: Any, reference_records: Any,
-                    **kw: Any) -> dict[str, Any]:
-    """The comparison block of results.json under `version`: probe-pooled (`metrics.compare`, v1), items
-    over targets (`metrics_v2.compare_v2`), or v3's (`metrics_v3.compare_v3`: seen forms, noise gap,
-    intervals with measured coverage, few-target efficacy)."""
-    if version.metrics == "v1":
-        from ort_bench.scoring.metrics import compare
-
-        kw.pop("seen_forms", None)
-        return compare(model_records, reference_records, **kw)
-    if version.metrics == "v2":
-        from ort_bench.scoring.metrics_v2 import compare_v2
-
-        kw.pop("seen_forms", None)
-        return compare_v2(model_records, reference_records, version=version, **kw)
-    from ort_bench.scoring.metrics_v3 import compare_v3
-
-    return compare_v3(model_records, reference_records, version=version, **kw)
-
-
-def version_summarize(version: BenchmarkVersion, records: Any, **kw: Any) -> dict[str, Any]:
-    """The per-split summary of one model alone under `version` (items, not probes, from v2 on)."""
-    from ort_bench.scoring import metrics
-
-    if version.metrics == "v1":
-        return metrics.summarize_single(records, **kw)
-    from ort_bench.scoring.metrics_v2 import items_of
-
-    return metrics.summarize_single(items_of(records, version), **kw)
 
 
 def build_results(*, version: BenchmarkVersion, model: dict, reference: dict | None, config: dict,

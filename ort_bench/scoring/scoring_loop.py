@@ -16,13 +16,13 @@ from tqdm.auto import tqdm
 
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.probes import Probe
-from ort_bench.scoring import checkpoint
+from ort_bench.models import checkpoint
 from ort_bench.scoring.records import Record, RecordWriter, check_seal, load_records, record_key
 from ort_bench.scoring.selection import probe_hash
 
 if TYPE_CHECKING:
     from ort_bench.scoring.backends import Backend
-    from ort_bench.scoring.evaluate import EvalConfig
+    from ort_bench.scoring.eval_config import EvalConfig
 
 
 def score_probes(backend: Backend, tokenizer: Any, probes: list[Probe], config: EvalConfig) -> list[dict[str, Any]]:
@@ -33,10 +33,10 @@ def score_probes(backend: Backend, tokenizer: Any, probes: list[Probe], config: 
     and a prompt's answer and likelihoods share its prefill."""
     from ort_bench.answers import match_scores
     from ort_bench.benchmark import CURRENT
+    from ort_bench.models.prompting import format_prompt, join_continuation
     from ort_bench.scorers import NEUTRAL_PROMPT, choice_scores, decide_choice, get_scorer
     from ort_bench.scoring import metrics
     from ort_bench.scoring.backends import GenerationParams, ScoreRequest
-    from ort_bench.scoring.prompting import format_prompt, join_continuation
 
     contexts = [format_prompt(tokenizer, p.prompt, p.system, p.prefill) for p in probes]
     scorers = [get_scorer(p.scorer) for p in probes]
@@ -144,12 +144,12 @@ def score_model(
     """Score `probes` with one model, resuming from `records_path`; return its records (in probe
     order) and a description of the model and backend. Records files in `reuse` (other runs) lend
     their answers too: a key holds the model fingerprint, so only this very model's answers match."""
+    from ort_bench.models import resolve_model
     from ort_bench.scoring.backends import checked_backend
-    from ort_bench.scoring.models import resolve_model
 
     settings = config.backend_settings()
     backend_cls = checked_backend(config.backend, config, **settings)  # fails before any model loads
-    model = resolve_model(spec, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle)
+    model = resolve_model(spec, config)
     params_hash = config.params_hash()
     keys = [record_key(model.fingerprint, config.backend, params_hash, probe_hash(p)) for p in probes]
     done = load_records(records_path)
@@ -161,7 +161,7 @@ def score_model(
     if todo:
         t0 = time.perf_counter()
         backend = backend_cls(model, config, **settings)
-        from ort_bench.scoring.models import load_tokenizer
+        from ort_bench.models import load_tokenizer
 
         tokenizer = backend.tokenizer or load_tokenizer(model)
         info["load_seconds"] = round(time.perf_counter() - t0, 2)

@@ -25,11 +25,9 @@ from typing import Any
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.probes import Probe
 from ort_bench.provenance import sha256_json
+from ort_bench.scoring.per_target import ONE_PER_TARGET, PER_TARGET_CARDS
 from ort_bench.scoring.records import RecordWriter, load_records, record_key
 from ort_bench.scoring.selection import probe_hash
-
-ONE_PER_TARGET = "one_per_target"  # results.json's model.protocol for a run of one checkpoint per target
-PER_TARGET_CARDS = "unlearn_cards.json"  # such a run's checkpoints' cards: {target: its unlearn card}
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -128,7 +126,7 @@ def merge_shards(dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     twice or missing, overlapping records, and shards that differ in model or reference fingerprints,
     backend, scoring parameters, benchmark version, data, selection or library versions."""
     from ort_bench.benchmark import get_version
-    from ort_bench.scoring.checkpoint import CARDS
+    from ort_bench.models.checkpoint import CARDS
     from ort_bench.scoring.results import results_from_records, write_results
     from ort_bench.scoring.selection import select_probes
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.models.load_options import LoadOptions
 from ort_bench.provenance import TRAINING_PACKAGES, versions
-from ort_bench.scoring.load_options import LoadOptions
 
 STEP_DIR = "step-{}"  # an intermediate checkpoint's folder inside `out`
 
@@ -67,7 +67,7 @@ def _run(kind: str, model: str, examples, data_desc: dict[str, Any], out: str | 
          batch_size: int, seed: int, max_length: int, progress: bool, load: LoadOptions | None,
          extra: dict[str, Any],
          save_at: tuple[int, ...] = ()) -> dict[str, Any]:
-    from ort_bench.scoring.checkpoint import (
+    from ort_bench.models.checkpoint import (
         ATTACK_CARD,
         check_out_dir,
         load_for_training,

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.provenance import TRAINING_PACKAGES, versions
-from ort_bench.scoring.checkpoint import (
+from ort_bench.models.checkpoint import (
     CARD_SCHEMA_VERSION,
     UNLEARN_CARD,
     check_out_dir,
     load_for_training,
     write_checkpoint,
 )
-from ort_bench.scoring.load_options import LoadOptions
+from ort_bench.models.load_options import LoadOptions
+from ort_bench.provenance import TRAINING_PACKAGES, versions
 
 if TYPE_CHECKING:
     from ort_bench.unlearning.methods.base import Method
@@ -187,7 +187,7 @@ def unlearn_one_per_target(method: str, model: str, targets: list[str], out: str
     Returns the manifest's checkpoints."""
     import json
 
-    from ort_bench.scoring.checkpoint import read_card
+    from ort_bench.models.checkpoint import read_card
     from ort_bench.scoring.per_target import MANIFEST, write_manifest
     from ort_bench.unlearning.methods import make_config
 

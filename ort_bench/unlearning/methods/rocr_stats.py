@@ -60,7 +60,7 @@ def layer_weight_digests(model, layers_needed: list[int]) -> dict[int, str]:
 def corpus_token_ids(tokenizer, texts: list[str | Example], max_tokens: int, max_length: int = 128) -> list[list[int]]:
     """Tokenized general texts (Examples through the chat template, strings after BOS), in order,
     until `max_tokens` tokens."""
-    from ort_bench.scoring.prompting import format_prompt, join_continuation
+    from ort_bench.models.prompting import format_prompt, join_continuation
 
     out: list[list[int]] = []
     total = 0
@@ -85,7 +85,7 @@ def cache_dir_for(cache_dir: str | None) -> Path:
     """The covariance cache folder: `cache_dir`, else `$ORT_BENCH_CACHE/rocr`."""
     if cache_dir:
         return Path(cache_dir)
-    from ort_bench.scoring.models import cache_root
+    from ort_bench.models import cache_root
 
     return cache_root() / "rocr"
 

@@ -1,7 +1,7 @@
 """The one small training loop every gradient method shares.
 
 - Examples are (prompt, answer) pairs. The prompt goes through the model's chat template
-  (`ort_bench.scoring.prompting.format_prompt`), the answer follows it (`join_continuation`); the two are
+  (`ort_bench.models.prompting.format_prompt`), the answer follows it (`join_continuation`); the two are
   tokenized separately (as the scorer does) and the loss sees only the answer's tokens.
 - Batches are drawn from a seeded shuffle that restarts each epoch (`Batches`), right-padded.
 - AdamW, linear warm-up then linear decay to 0, global-norm gradient clipping, a tqdm progress bar,
@@ -40,7 +40,7 @@ def examples_hash(examples: Sequence[Example]) -> str:
 def encode_example(tokenizer, ex: Example, max_length: int) -> dict[str, list[int]]:
     """input_ids and labels (-100 on the prompt) for one example; the prompt is cut from the left
     when the pair is longer than `max_length` (the answer is kept whole up to `max_length`)."""
-    from ort_bench.scoring.prompting import format_prompt, join_continuation
+    from ort_bench.models.prompting import format_prompt, join_continuation
 
     context = format_prompt(tokenizer, ex.prompt, ex.system, ex.prefill)
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ort_bench.errors import OrtBenchError
-from ort_bench.scoring.load_options import LoadOptions
+from ort_bench.models.load_options import LoadOptions
 
 UNLEARN_CARD = "unlearn_card.json"
 ATTACK_CARD = "attack_card.json"
@@ -111,9 +111,10 @@ def write_checkpoint(model, tokenizer, out: Path, card_name: str, card: dict[str
 def load_for_training(spec: str, load: LoadOptions):
     """(ResolvedModel, tokenizer, model) with full weights to edit, on `load.device` (resolved: never
     "auto"): a LoRA is merged into its base."""
-    from ort_bench.scoring.models import load_causal_lm, load_tokenizer, resolve_model
+    from ort_bench.models.loading import load_causal_lm, load_tokenizer
+    from ort_bench.models.resolve import resolve_model
 
-    resolved = resolve_model(str(spec), trust_remote_code=load.trust_remote_code, allow_pickle=load.allow_pickle)
+    resolved = resolve_model(str(spec), load)
     tokenizer = load_tokenizer(resolved)
     lm = load_causal_lm(resolved, load)
     if hasattr(lm, "merge_and_unload"):

@@ -39,8 +39,6 @@ class LoadOptions:
 
     def on_device(self) -> LoadOptions:
         """A copy with `device` resolved ("auto" becomes cuda or cpu): what a card records."""
-        from ort_bench.scoring.models import resolve_device
-
         return dataclasses.replace(self, device=resolve_device(self.device))
 
     def given(self) -> dict[str, Any]:
@@ -69,3 +67,20 @@ def check_supported(options: LoadOptions, supported: tuple[str, ...], who: str) 
         if name not in supported:
             raise OrtBenchError(f"{who} does not support {flag(name)} (got {value!r}); it supports "
                                 f"{', '.join(flag(n) for n in supported) or 'no load options'}")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` picks the GPU when there is one; a device that is not there is one line, not a torch
+    assertion deep inside loading."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":", 1)[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise OrtBenchError(f"device {device!r}: no CUDA GPU is available here (use --device cpu or auto)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise OrtBenchError(f"device {device!r}: MPS is not available here (use --device cpu or auto)")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise OrtBenchError(f"unknown device {device!r} (choose from auto, cpu, cuda, cuda:N, mps)")
+    return device
