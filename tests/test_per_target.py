@@ -177,3 +177,19 @@ def test_unlearn_one_per_target_writes_the_checkpoints_and_manifest_and_each_car
                  "--max-steps", "1", "--out", str(out)]) == 0
     assert (out / "france" / "unlearn_card.json").read_bytes() == before
     assert read_results(run / "results.json").model.model_dump()["protocol"] == "one_per_target"
+
+
+def test_audit_rescores_each_record_on_the_checkpoint_that_answered_it(scored, tmp_path):
+    """A per-target entry's audit re-scores the sampled records on their own checkpoints; a manifest that
+    swaps two targets' checkpoints is caught (the fingerprints no longer match)."""
+    from ort_bench.board.audit import audit
+
+    run = scored["root"] / "run"
+    report = audit(run, sample=6, seed=1, write=False)
+    fps = {c["fingerprint"] for c in scored["res"]["model"]["checkpoints"].values()}
+    assert set(report["checkpoints"]) == fps and report["probes"] > 6  # retain items: every checkpoint's record
+    swapped = tmp_path / "swapped.json"
+    ckpts = scored["ckpts"]
+    swapped.write_text(json.dumps({"checkpoints": {"france": str(ckpts["japan"]), "japan": str(ckpts["france"])}}))
+    with pytest.raises(OrtBenchError, match="not the checkpoint that was scored"):
+        audit(run, sample=6, seed=1, model=str(swapped), write=False)

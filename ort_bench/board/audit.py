@@ -44,7 +44,9 @@ def _compare(old: dict[str, Any], new: dict[str, Any], where: str) -> str | None
 def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | None = None,
           write: bool = True, progress: bool = False, load: LoadOptions | None = None) -> dict[str, Any]:
     """Re-score `sample` items of a stored submission (or a run folder) and compare with its records.
-    `model` overrides where the checkpoint is (default: the spec recorded in results.json). `load`:
+    `model` overrides where the checkpoint is (default: the spec recorded in results.json; for one
+    checkpoint per target, the run's manifest: each sampled record is re-scored on the checkpoint that
+    answered it). `load`:
     how to load it; the dtype is the one the submission was scored with (another one is refused)."""
     from ort_bench.board.submit import verify_run
     from ort_bench.models import load_tokenizer, resolve_model
@@ -57,42 +59,68 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     folder = Path(submission)
     run = verify_run(folder)
     res = run.results
-    spec = model or res.model.spec
     load = load or LoadOptions()
-    resolved = resolve_model(spec, load)
-    if resolved.fingerprint != res.model.fingerprint:
-        raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
-                            f"fingerprint {res.model.fingerprint[:12]}: not the checkpoint that was scored")
     model_recs = run.records["model"]  # read and checked by verify_run
     chosen = set(_sample_items(model_recs, sample, seed))
     old = [r for r in model_recs if (r.get("item_id") or r["probe_id"]) in chosen]
     if run.probes is None:
         raise OrtBenchError(f"{folder}: benchmark {res.benchmark_version} is closed: its probes are not rendered "
                             "by this ort-bench, so its entries cannot be re-scored")
-    by_id = {p.id: p for p in run.probes}
-    probes = [by_id[r["probe_id"]] for r in old]
     cfg = {k: res.config[k] for k in ("backend", "max_new_tokens", "seed", "dtype", "batch_size") if k in res.config}
     if "dtype" in load.given() and load.dtype != cfg.get("dtype", load.dtype):
         raise OrtBenchError(f"--dtype {load.dtype}: the submission was scored in {cfg['dtype']}; an audit re-scores "
                             "with the same dtype")
     config = EvalConfig(**cfg, **{k: v for k, v in load.given().items() if k != "dtype"})
-    backend = make_backend(config.backend, resolved, config, **config.backend_settings())
-    tokenizer = backend.tokenizer or load_tokenizer(resolved)
-    new = score_probes(backend, tokenizer, probes, config)
-    for r, n in zip(old, new, strict=True):
-        err = _compare(r, n, f"probe {r['probe_id']}")
-        if err:
-            raise OrtBenchError(f"audit failed: {err}")
+    by_id = {p.id: p for p in run.probes}
+    checked: list[str] = []
+    for spec, fingerprint in _checkpoints(res, model):
+        mine = [r for r in old if r["model_fingerprint"] == fingerprint]
+        if not mine:
+            continue
+        resolved = resolve_model(spec, load)
+        if resolved.fingerprint != fingerprint:
+            raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
+                                f"fingerprint {fingerprint[:12]}: not the checkpoint that was scored")
+        backend = make_backend(config.backend, resolved, config, **config.backend_settings())
+        try:
+            tokenizer = backend.tokenizer or load_tokenizer(resolved)
+            new = score_probes(backend, tokenizer, [by_id[r["probe_id"]] for r in mine], config)
+        finally:
+            backend.close()
+        for r, n in zip(mine, new, strict=True):
+            err = _compare(r, n, f"probe {r['probe_id']}")
+            if err:
+                raise OrtBenchError(f"audit failed: {err}")
+        checked.append(resolved.fingerprint)
     from ort_bench.provenance import file_sha256
 
-    report = {"sample": len(chosen), "probes": len(probes), "seed": seed,
+    report = {"sample": len(chosen), "probes": len(old), "seed": seed,
               "records_sha256": file_sha256(folder / "records.jsonl"),
-              "date": datetime.now(timezone.utc).date().isoformat(), "model_fingerprint": resolved.fingerprint,
+              "date": datetime.now(timezone.utc).date().isoformat(), "model_fingerprint": res.model.fingerprint,
+              "checkpoints": checked,
               "compared": "greedy outputs equal; choice log-likelihoods within "
                           f"{LOGPROB_TOLERANCE} nats", "backend": config.backend}
     if write:
         (folder / AUDIT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _checkpoints(res: Any, model: str | None) -> list[tuple[str, str]]:
+    """(where the checkpoint is, its fingerprint) for each model that answered: the one model, or for a
+    run of one checkpoint per target each target's checkpoint. `model` overrides where: a checkpoint for
+    one model, a manifest for one checkpoint per target."""
+    from ort_bench.board.rederive import checkpoints_of
+    from ort_bench.scoring.per_target import read_manifest
+
+    per_target = checkpoints_of(res)
+    if per_target is None:
+        return [(model or res.model.spec, res.model.fingerprint)]
+    specs = read_manifest(model) if model else {t: c.get("spec") for t, c in res.model.model_dump()["checkpoints"].items()}
+    missing = sorted(set(per_target) - {t for t, s in specs.items() if s})
+    if missing:
+        raise OrtBenchError(f"one checkpoint per target: no checkpoint given for target {missing[0]!r} (pass the "
+                            "run's manifest with --model)")
+    return [(specs[t], fp) for t, fp in sorted(per_target.items())]
 
 
 def read_audit(folder: Path) -> dict[str, Any] | None:
