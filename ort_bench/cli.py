@@ -93,6 +93,53 @@ def cmd_templates_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_templates_new(args: argparse.Namespace) -> int:
+    path = api.new_variant(args.form, args.lang, args.id, out=args.out, like=args.like)
+    print(f"wrote {path}: a draft (status: draft), in no tier until a person accepts it; edit it, then run "
+          f"`ort-bench templates check {path} --model embedded`")
+    return 0
+
+
+def _variant_config(args: argparse.Namespace) -> api.EvalConfig:
+    return api.EvalConfig(**dataclasses.asdict(LoadOptions.from_args(args)), backend=args.backend, seed=args.seed,
+                          batch_size=args.batch_size)
+
+
+def cmd_templates_check(args: argparse.Namespace) -> int:
+    checks = api.check_variants(args.variants, model=args.model, limit=args.limit, config=_variant_config(args),
+                                out=args.out, progress=not args.json)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], ensure_ascii=False, indent=2))
+    else:
+        print("\n\n".join(c.report() for c in checks))
+    return 0 if all(c.passed for c in checks) else 1
+
+
+def cmd_templates_propose(args: argparse.Namespace) -> int:
+    report = api.propose_variants(args.form, model=args.model, n=args.n, base=args.base, config=_variant_config(args),
+                                  limit=args.limit, out=args.out, folder=args.dir, check=not args.no_check,
+                                  progress=not args.json)
+    print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) if args.json else report.report())
+    return 0
+
+
+def _variant_scoring_args(ap: argparse.ArgumentParser) -> None:
+    """The flags `templates check` and `templates propose` share: who scores, with what, on how many facts."""
+    from ort_bench.scoring.variant_check import DEFAULT_LIMIT
+
+    ap.add_argument("--model", default="embedded", help="the reference model (any model spec; default: embedded)")
+    ap.add_argument("--backend", default="hf", help="inference engine, as for evaluate (default hf)")
+    ap.add_argument("--limit", type=_positive, default=DEFAULT_LIMIT,
+                    help=f"forget facts the variants are compared on (default {DEFAULT_LIMIT})")
+    ap.add_argument("--batch-size", type=_positive, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, metavar="DIR",
+                    help="keep the records here: a later call with the same model reuses them (default: a temporary "
+                    "folder)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the report")
+    add_load_options(ap)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     probes, summary = api.render(args.split, args.forms, args.langs, args.targets, args.out)
     print(json.dumps({"out": str(args.out), **summary.as_dict()}, ensure_ascii=False, indent=2))
@@ -109,7 +156,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = api.EvalConfig(
         **dataclasses.asdict(LoadOptions.from_args(args)), backend=args.backend, max_new_tokens=args.max_new_tokens,
         seed=args.seed, batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
-        chunk_size=args.chunk_size, tier=args.tier,
+        chunk_size=args.chunk_size, tier=args.tier, base_url=args.base_url, api_key_env=args.api_key_env,
+        tokenizer=args.tokenizer, max_concurrency=args.max_concurrency, request_timeout=args.request_timeout,
+        max_retries=args.max_retries,
     )
     results = api.evaluate(
         args.model, args.out, reference=args.reference, forms=args.forms, langs=args.langs, targets=args.targets,
@@ -127,6 +176,26 @@ def _print_run(results: dict, out: str) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     return _print_run(api.merge_shards(args.dirs, args.out), args.out)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    def tables(summary: dict) -> None:
+        for name, results in summary["results"].items():
+            print(f"## {name}\n")
+            _print_run(results, f"{summary['out']}/{name}")
+            print()
+
+    try:
+        summary = api.sweep(args.config, out=args.out, ray_address=args.ray)
+    except api.SweepFailed as exc:  # the checkpoints that finished are merged: show them, then the error
+        tables(exc.summary)
+        raise
+    except KeyboardInterrupt:  # Ray is shut down by then; what finished is kept
+        print("error: sweep interrupted; run it again to resume it", file=sys.stderr)
+        return 130
+    tables(summary)
+    print(f"jobs: {len(summary['ran'])} run, {len(summary['skipped'])} already done")
+    return 0
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -161,8 +230,21 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    summary = api.build_report(args.run_dir, out=args.out, placebo=args.placebo, sample=args.sample)
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_export_hf_dataset(args: argparse.Namespace) -> int:
     summary = api.export_hf_dataset(args.out, tier=args.tier, records=args.records, force=args.force)
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_export_lm_eval(args: argparse.Namespace) -> int:
+    summary = api.export_lm_eval(args.out, tier=args.tier, splits=args.split, forms=args.forms, model=args.model,
+                                 limit=args.limit, force=args.force)
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     return 0
 
@@ -221,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("templates", help="list, validate and show form templates")
+    t = sub.add_parser("templates", help="list, validate and show form templates; draft, propose and check new ones")
     tsub = t.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
     tl = tsub.add_parser("list", help="table of every template (id, form, lang, scorer, ...)")
     tl.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -233,6 +315,36 @@ def build_parser() -> argparse.ArgumentParser:
     ts = tsub.add_parser("show", help="print one template and an example probe")
     ts.add_argument("id")
     ts.set_defaults(func=cmd_templates_show)
+    tn = tsub.add_parser("new", help="write a commented draft of a new variant of a form",
+                         description="Write templates/drafts/FORM/ID.yaml: the fields every variant of FORM shares, "
+                         "the varying ones from one of its variants with the alternatives in comments. A draft "
+                         "counts in no tier until a person moves it to templates/FORM/ and deletes `status: draft`.")
+    tn.add_argument("form", choices=FORMS)
+    tn.add_argument("--lang", required=True, choices=LANGS)
+    tn.add_argument("--id", required=True, help="the new variant's id (never reused: probe ids hash it)")
+    tn.add_argument("--like", default=None, help="the accepted variant to start from (default: one in --lang)")
+    tn.add_argument("--out", default=None, help="the file to write (default: templates/drafts/FORM/ID.yaml)")
+    tn.set_defaults(func=cmd_templates_new)
+    tc = tsub.add_parser("check", help="does a new variant measure its form? (exit 1 if not)",
+                         description="Render each variant over the KB, score the reference on it and on its form's "
+                         "accepted variants (same forget facts, same scoring path as evaluate), and check: its known "
+                         "rate's 95% Wilson interval meets the form's range; its prompt shows no more of the answer "
+                         "than the form's variants; its chance level is the form's and the reference beats it.")
+    tc.add_argument("variants", nargs="+", metavar="ID_OR_FILE", help="drafts, proposals or accepted templates")
+    _variant_scoring_args(tc)
+    tc.set_defaults(func=cmd_templates_check)
+    tp = tsub.add_parser("propose", help="ask a model for new phrasings of a form's prompt; write and check them",
+                         description="Ask MODEL for N new phrasings of a variant's prompt, keep those that make valid "
+                         "templates, write each to templates/proposals/FORM/ (status: proposal, proposed_by: the "
+                         "model) and check it. No proposal counts in a tier until a person moves it.")
+    tp.add_argument("form", choices=FORMS)
+    tp.add_argument("--n", type=_positive, default=3, help="phrasings to ask for (default 3)")
+    tp.add_argument("--from", dest="base", default=None, help="the variant to rephrase (default: an English "
+                    "evaluation-half one)")
+    tp.add_argument("--dir", default=None, help="where proposals go (default: templates/proposals/FORM/)")
+    tp.add_argument("--no-check", action="store_true", help="write the proposals without checking them")
+    _variant_scoring_args(tp)
+    tp.set_defaults(func=cmd_templates_propose)
 
     r = sub.add_parser("render", help="render facts of one split into probes (JSONL)")
     r.add_argument("--split", choices=SPLITS, default="forget")
@@ -253,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "{TARGET: DIR}}, as unlearn --one-per-target writes it); each target's forms are scored on its "
                      "own checkpoint, utility is the mean of the checkpoints'")
     e.add_argument("--reference", default=None, help="the model before unlearning (same kinds as --model)")
-    e.add_argument("--backend", default="hf", help="inference engine: hf (transformers) or vllm")
+    e.add_argument("--backend", default="hf",
+                   help="inference engine: hf (transformers), vllm, or openai (an OpenAI-compatible endpoint: "
+                   "--model and --reference are then names the server at --base-url serves)")
     e.add_argument("--forms", type=_csv, default=None, help="comma list of forms (default: all)")
     e.add_argument("--langs", type=_csv, default=None, help="comma list of languages (default: all)")
     e.add_argument("--targets", type=_csv, default=None, help="comma list of target ids (default: all)")
@@ -274,6 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tensor-parallel-size", type=_positive, default=1, help="vllm: GPUs per model")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--chunk-size", type=_positive, default=128, help="probes scored between two durable writes")
+    served = e.add_argument_group("--backend openai (an OpenAI-compatible /completions endpoint)")
+    served.add_argument("--base-url", default=None, help="the endpoint, as OpenAI clients take it: http://HOST:PORT/v1")
+    served.add_argument("--api-key-env", default=None, metavar="VAR",
+                        help="the environment variable that holds the API key (sent as a bearer token, never stored)")
+    served.add_argument("--tokenizer", default=None,
+                        help="whose chat template formats the prompts: a model directory, embedded, a .gguf, a hub id, "
+                        "or none for plain prompts (default: the root the server reports for the model)")
+    served.add_argument("--max-concurrency", type=_positive, default=8, help="requests in flight at most")
+    served.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
+    served.add_argument("--max-retries", type=int, default=5,
+                        help="retries of a request on 429, 5xx, a timeout or a refused connection (with backoff)")
     add_load_options(e)
     e.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
                    help="copy this earlier run's records of the same models instead of rescoring them "
@@ -291,6 +416,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("dirs", nargs="+", metavar="DIR", help="the shard folders")
     m.add_argument("--out", required=True, help="the merged run folder (new or empty)")
     m.set_defaults(func=cmd_merge)
+
+    from ort_bench.scoring.sweep import EXAMPLE
+
+    sw = sub.add_parser("sweep", help="score many checkpoints, each in shards, as Ray tasks; merge per checkpoint",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="example CONFIG:\n\n" + EXAMPLE,
+                        description="Run `evaluate --shard I/N` for every (checkpoint, shard) of CONFIG as Ray tasks\n"
+                        "(each loads its model once and scores every form of its shard; the reference is scored\n"
+                        "once per shard, for every checkpoint), then merge each checkpoint's shards into OUT/NAME/,\n"
+                        "a run that submit takes. Without --ray, a local Ray is started for the sweep and shut\n"
+                        "down after. Run it again to resume: finished jobs are skipped, killed ones resume.\n"
+                        "A failed job is one line naming its checkpoint and shard; the others still finish.")
+    sw.add_argument("config", metavar="CONFIG", help="sweep config (YAML): checkpoints, shards, reference, "
+                    "selection, eval options, resources per task")
+    sw.add_argument("--ray", default=None, metavar="ADDRESS",
+                    help="an existing Ray cluster (e.g. ray://head:10001 or auto); OUT and the checkpoints must be "
+                    "on a filesystem its nodes share (default: start a local Ray)")
+    sw.add_argument("--out", default=None, help="output folder (default: the config's out)")
+    sw.set_defaults(func=cmd_sweep)
 
     i = sub.add_parser("import-ort", help="import an ORT/RWKU per-target folder into probes")
     i.add_argument("dir", help="folder with one sub-folder per target (forget_level1.json, ...)")
@@ -386,6 +529,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="report a submission that fails its checks and build without it (default: refuse)")
     lbb.set_defaults(func=cmd_leaderboard_build)
 
+    rp = sub.add_parser("report", help="one run as a self-contained HTML page: plots, items, attacks, hashes",
+                        description="Write one HTML page for an evaluate run (no script, nothing loaded from "
+                        "elsewhere): per-form efficacy with intervals beside the placebo's band and the gap noise "
+                        "alone gives, the worst form, model and reference side by side on a sample of items per "
+                        "form, attack curves where this model was attacked and scored at several checkpoints, and "
+                        "every hash that identifies the run.")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="an `ort-bench evaluate` output folder run with --reference")
+    rp.add_argument("--out", default=None, help="the HTML file to write (default: RUN_DIR/report.html)")
+    rp.add_argument("--placebo", default=None, metavar="DIR",
+                    help="the placebo run to read the run against (default: a sibling folder holding the reference "
+                    "fine-tuned on unrelated data, scored on the same probes)")
+    rp.add_argument("--sample", type=_positive, default=6, help="items shown per form (default 6)")
+    rp.set_defaults(func=cmd_report)
+
     ex = sub.add_parser("export", help="the benchmark's probes or a run's records in other tools' formats")
     exsub = ex.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
     hf = exsub.add_parser("hf-dataset", help="probes (a config per tier) or a run's records as a `datasets` folder",
@@ -398,6 +555,21 @@ def build_parser() -> argparse.ArgumentParser:
     hf.add_argument("--records", default=None, metavar="RUN_DIR", help="export this evaluate run's records instead")
     hf.add_argument("--force", action="store_true", help="replace OUT/README.md and OUT/data/ of a non-empty OUT")
     hf.set_defaults(func=cmd_export_hf_dataset)
+    lm = exsub.add_parser("lm-eval", help="the forms as lm-evaluation-harness tasks (a task per form, group per split)",
+                          description="Write lm-evaluation-harness task files (generate_until for free answers, "
+                          "multiple_choice for true/false pairs and MCQ rotations, scored by ort-bench's own "
+                          "scorers), their JSONL data and a README, for `lm_eval --include_path OUT`. Run lm_eval "
+                          "with --apply_chat_template, or without it after --model M (prompts formatted for M).")
+    lm.add_argument("--out", required=True, help="the task folder (must be empty or new)")
+    lm.add_argument("--tier", default=None, help="the tier to export (default: core)")
+    lm.add_argument("--split", type=_csv, default=None, metavar="SPLITS",
+                    help="forget, neighbour, utility, comma-separated (default: all)")
+    lm.add_argument("--forms", type=_csv, default=None, help="only these forms (default: all)")
+    lm.add_argument("--model", default=None, metavar="M", help="format the prompts with M's chat template, exactly "
+                    "as evaluate does (then run lm_eval without --apply_chat_template, on M only)")
+    lm.add_argument("--limit", type=_positive, default=None, metavar="N", help="the first N items of each form")
+    lm.add_argument("--force", action="store_true", help="replace what an earlier export wrote in a non-empty OUT")
+    lm.set_defaults(func=cmd_export_lm_eval)
     return p
 
 

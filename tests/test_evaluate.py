@@ -144,7 +144,7 @@ def test_bad_limit_is_one_line(capsys):
 def test_unknown_backend_is_one_line(tiny_llama_dir, tmp_path, capsys):
     rc = main(["evaluate", "--model", str(tiny_llama_dir), "--backend", "onnx", "--out", str(tmp_path)])
     assert rc == 1
-    assert capsys.readouterr().err.strip() == "error: unknown backend 'onnx' (choose from hf, vllm)"
+    assert capsys.readouterr().err.strip() == "error: unknown backend 'onnx' (choose from hf, openai, vllm)"
 
 
 def test_missing_model_path_is_one_line(tmp_path, capsys):

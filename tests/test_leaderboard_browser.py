@@ -1,66 +1,24 @@
-"""The leaderboard page in a real browser: Debian's headless chromium driven by selenium + chromedriver.
-
-Nothing is downloaded: the browser and the driver are /usr/bin/chromium and /usr/bin/chromedriver
-(`bash scripts/browser-deps.sh` installs them and selenium). Without them this test FAILS, so that CI
-cannot pass it silently; set ORT_BENCH_ALLOW_NO_BROWSER=1 to skip it instead on a machine without one.
+"""The leaderboard page in a real browser: Debian's headless chromium driven by selenium + chromedriver
+(`tests/browser.py`: nothing downloaded; without the browser this test FAILS, unless
+ORT_BENCH_ALLOW_NO_BROWSER=1 skips it).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import chromium, severe_errors
 from test_leaderboard import EVIL_METHOD, populate  # tests/ is on sys.path: shared builders
 
 from ort_bench.board.leaderboard import build_leaderboard
 
 pytestmark = pytest.mark.usefixtures("v3_unpinned")  # small runs; the pinning: tests/test_pinned.py
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-         "--window-size=1400,1000")
-
-
-def _missing() -> str | None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.isfile(p) and os.access(p, os.X_OK))]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium Python package")
-    return ", ".join(missing) or None
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
-    missing = _missing()
-    if missing:
-        msg = (f"the browser test needs {missing}: run `bash scripts/browser-deps.sh` (Debian chromium, "
-               "chromium-driver and selenium)")
-        if os.environ.get("ORT_BENCH_ALLOW_NO_BROWSER") == "1":
-            pytest.skip(msg + " [skipped: ORT_BENCH_ALLOW_NO_BROWSER=1]")
-        pytest.fail(msg, pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    yield from chromium(tmp_path_factory.mktemp("chromium-profile"))  # tests/browser.py: shared with the report
 
 
 @pytest.fixture(scope="module")
@@ -132,5 +90,5 @@ def test_page_rows_sorting_and_escaping_in_chromium(browser, page):
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018
     assert browser.find_element(By.CSS_SELECTOR, "#heatmap svg").is_displayed()
-    errors = [m["message"] for m in browser.get_log("browser") if m.get("level") == "SEVERE"]
+    errors = severe_errors(browser)
     assert not errors, errors

@@ -49,8 +49,8 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     answered it). `load`:
     how to load it; the dtype is the one the submission was scored with (another one is refused)."""
     from ort_bench.board.submit import verify_run
-    from ort_bench.models import load_tokenizer, resolve_model
-    from ort_bench.scoring.backends import make_backend
+    from ort_bench.models import load_tokenizer
+    from ort_bench.scoring.backends import checked_backend
     from ort_bench.scoring.evaluate import EvalConfig
     from ort_bench.scoring.scoring_loop import score_probes
 
@@ -66,7 +66,10 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
     if run.probes is None:
         raise OrtBenchError(f"{folder}: benchmark {res.benchmark_version} is closed: its probes are not rendered "
                             "by this ort-bench, so its entries cannot be re-scored")
-    cfg = {k: res.config[k] for k in ("backend", "max_new_tokens", "seed", "dtype", "batch_size") if k in res.config}
+    # how it was scored; for a served model also where (the key is named by its variable, never stored)
+    kept = ("backend", "max_new_tokens", "seed", "dtype", "batch_size", "base_url", "api_key_env", "tokenizer",
+            "max_concurrency", "request_timeout", "max_retries")
+    cfg = {k: res.config[k] for k in kept if res.config.get(k) is not None}
     if "dtype" in load.given() and load.dtype != cfg.get("dtype", load.dtype):
         raise OrtBenchError(f"--dtype {load.dtype}: the submission was scored in {cfg['dtype']}; an audit re-scores "
                             "with the same dtype")
@@ -77,11 +80,12 @@ def audit(submission: str | Path, sample: int = 20, seed: int = 0, model: str | 
         mine = [r for r in old if r["model_fingerprint"] == fingerprint]
         if not mine:
             continue
-        resolved = resolve_model(spec, load)
+        backend_cls = checked_backend(config.backend, config, **config.backend_settings())
+        resolved = backend_cls.resolve(spec, config, **config.backend_settings())  # local, or what an endpoint serves
         if resolved.fingerprint != fingerprint:
             raise OrtBenchError(f"{spec}: fingerprint {resolved.fingerprint[:12]} is not the submission's model "
                                 f"fingerprint {fingerprint[:12]}: not the checkpoint that was scored")
-        backend = make_backend(config.backend, resolved, config, **config.backend_settings())
+        backend = backend_cls(resolved, config, **config.backend_settings())
         try:
             tokenizer = backend.tokenizer or load_tokenizer(resolved)
             new = score_probes(backend, tokenizer, [by_id[r["probe_id"]] for r in mine], config)
@@ -115,7 +119,8 @@ def _checkpoints(res: Any, model: str | None) -> list[tuple[str, str]]:
     per_target = checkpoints_of(res)
     if per_target is None:
         return [(model or res.model.spec, res.model.fingerprint)]
-    specs = read_manifest(model) if model else {t: c.get("spec") for t, c in res.model.model_dump()["checkpoints"].items()}
+    recorded = res.model.model_dump()["checkpoints"]
+    specs = read_manifest(model) if model else {t: c.get("spec") for t, c in recorded.items()}
     missing = sorted(set(per_target) - {t for t, s in specs.items() if s})
     if missing:
         raise OrtBenchError(f"one checkpoint per target: no checkpoint given for target {missing[0]!r} (pass the "

@@ -83,17 +83,20 @@ def _write_parquet(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) ->
 # the folder and its card
 # --------------------------------------------------------------------------------------------------
 
-def _prepare_out(out: Path, force: bool) -> None:
+def _prepare_out(out: Path, force: bool, owned: tuple[str, ...] = ("README.md", DATA)) -> None:
     """Refuse to mix an export into a folder that holds anything (a second export, someone's files);
-    `force` replaces only what an export writes (README.md and data/)."""
+    `force` replaces only what an export writes (`owned`: names or glob patterns inside `out`)."""
     if out.exists() and not out.is_dir():
         raise OrtBenchError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise OrtBenchError(f"{out}: exists and is not empty (pass --force to replace its README.md and data/)")
-        if (out / DATA).is_dir():
-            shutil.rmtree(out / DATA)
-        (out / "README.md").unlink(missing_ok=True)
+            raise OrtBenchError(f"{out}: exists and is not empty (pass --force to replace its {', '.join(owned)})")
+        for pattern in owned:
+            for path in out.glob(pattern):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -50,6 +50,8 @@ def _direction(key: str) -> str:
 
 
 ARROW = {"high": "↑", "low": "↓"}
+SERVED_HELP = ("scored through an OpenAI-compatible endpoint (`--backend openai`): its fingerprint hashes what the "
+               "server reported and its answers to fixed prompts, which is weaker than a weight hash")
 
 
 def _audit_text(a: dict[str, Any] | None) -> str:
@@ -87,7 +89,18 @@ def _entry(sub: Any, run: Any, forms: tuple[str, ...], folder: Path | None = Non
         **({"audit": read_audit(folder) if folder is not None else None}
            if get_version(res.benchmark_version).shows_audit else {}),
         **(_v3_extras(cmp) if get_version(res.benchmark_version).metrics == "v3" else {}),
+        **({"served": served} if (served := _served(res)) else {}),
     }
+
+
+def _served(res: Any) -> list[str]:
+    """The roles (model, reference) scored behind an endpoint, whose fingerprints are weaker (none for most)."""
+    return [role for role, info in (("model", res.model), ("reference", res.reference))
+            if info is not None and info.kind == "served"]
+
+
+def _model_text(e: dict[str, Any]) -> str:
+    return (e["model_name"] or "") + (f" (served: {', '.join(e['served'])})" if e.get("served") else "")
 
 
 V3_COLUMNS = ("ort_score_ci_low", "ort_score_ci_high", "utility_ci_low", "utility_ci_high", "rank_ci_low",
@@ -208,7 +221,7 @@ def write_markdown(entries: list[dict[str, Any]], forms: tuple[str, ...], versio
         if e["link"]:
             name = f"[{name}]({_md_url(e['link'])})"
         rank = str(e["rank"]) + (f" [{e['rank_ci_low']}–{e['rank_ci_high']}]" if e.get("rank_ci_low") else "")
-        cells = [rank, name, _md_text(e["method"]), _md_text(e["model_name"])]
+        cells = [rank, name, _md_text(e["method"]), _md_text(_model_text(e))]
         for k, _, _ in HEADLINE:
             v = fmt(e[k])
             ci = _ci(e.get(f"{k}_ci_low"), e.get(f"{k}_ci_high"))
@@ -238,6 +251,8 @@ def write_markdown(entries: list[dict[str, Any]], forms: tuple[str, ...], versio
     for k, label, help_ in HEADLINE:
         lines.append(f"- **{label}** {ARROW[d[k]]}: {help_}.")
     lines.append(f"- **E form** {ARROW[_direction('forms.efficacy')]}: {EFFICACY_HELP}.")
+    if any(e.get("served") for e in entries):
+        lines.append(f"- **(served)** after a model: {SERVED_HELP}.")
     if audits:
         lines.append("- **Audit**: whether `ort-bench audit` re-scored a seeded sample of the entry's items with its "
                      "checkpoint and found the same outputs (K items, date); entries are not audited by default.")
@@ -267,6 +282,7 @@ def _flat(e: dict[str, Any], forms: tuple[str, ...]) -> dict[str, Any]:
         row[f"prob_model_{f}"], row[f"prob_reference_{f}"] = c.get("prob_model"), c.get("prob_reference")
     if "audit" in e:
         row["audit"] = _audit_text(e["audit"])
+    row["served"] = ",".join(e.get("served", []))
     return row
 
 
@@ -299,6 +315,7 @@ def write_csv(entries: list[dict[str, Any]], forms: tuple[str, ...], version: st
     buf = io.StringIO()
     v = get_version(version)
     cols = csv_columns(forms, prob=v.reports_prob, audit=v.shows_audit, v3=v.metrics == "v3")
+    cols += ["served"] if any(e.get("served") for e in entries) else []  # only where an entry has a weaker fingerprint
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for e in entries:
@@ -407,7 +424,7 @@ def write_html(entries: list[dict[str, Any]], forms: tuple[str, ...], version: s
             {"v": str(e["rank"]), "text": str(e["rank"]), "cls": ""},
             {"v": e["name"], "text": e["name"], "cls": "text", "href": e["link"]},
             {"v": e["method"] or "", "text": e["method"] or "", "cls": "text"},
-            {"v": e["model_name"] or "", "text": e["model_name"] or "", "cls": "text"},
+            {"v": e["model_name"] or "", "text": _model_text(e), "cls": "text"},
         ]
         for k, _, _ in HEADLINE:
             text = fmt(e[k])
@@ -427,6 +444,8 @@ def write_html(entries: list[dict[str, Any]], forms: tuple[str, ...], version: s
         rows.append({"name": e["name"], "cells": cells})
     legend = [{"label": label, "arrow": ARROW[d[k]], "help": help_} for k, label, help_ in HEADLINE]
     legend.append({"label": "E form", "arrow": ARROW[_direction("forms.efficacy")], "help": EFFICACY_HELP})
+    if any(e.get("served") for e in entries):
+        legend.append({"label": "(served)", "arrow": "", "help": SERVED_HELP})
     return render_page(version=version, columns=columns, rows=rows, legend=legend,
                        heatmap=_inline_svg(svg) if svg and entries else None)
 

@@ -76,6 +76,10 @@ class TemplateFile(TemplateMeta):
     target: str
     system: str | None = None
     prefill: str | None = None
+    # an unreviewed variant (`ort-bench templates new` writes drafts, `templates propose` proposals): it
+    # counts in no tier and no run until a person has checked it, moved it and deleted this mark
+    status: Literal["draft", "proposal"] | None = None
+    proposed_by: str | None = None  # the model that wrote a proposal (spec and fingerprint): provenance
 
     @property
     def meta(self) -> TemplateMeta:
@@ -83,6 +87,8 @@ class TemplateFile(TemplateMeta):
 
 
 BODIES = ("prompt", "target", "system", "prefill")
+# Folders below the templates folder that hold unreviewed variants: never read by `load_templates`
+UNREVIEWED_DIRS = ("drafts", "proposals")
 
 _ENV = BoundedSandbox()
 
@@ -202,19 +208,35 @@ def check_variables(tpl: Template) -> None:
                             "(choices: options or option_texts)")
 
 
+def is_unreviewed(path: Path, root: Path) -> bool:
+    """A file in `drafts/` or `proposals/` below `root`: a variant no person has accepted yet."""
+    rel = path.relative_to(root).parts
+    return len(rel) > 1 and rel[0] in UNREVIEWED_DIRS
+
+
 def load_templates(root: str | Path | None = None) -> list[Template]:
-    """All templates under `root`, sorted by id; duplicate ids are an error."""
+    """All accepted templates under `root`, sorted by id; duplicate ids are an error. Unreviewed
+    variants are left out, so they change no tier, probe or templates hash: the folders `drafts/` and
+    `proposals/` are not read (a half-written draft cannot break a run), and a file still marked
+    `status: draft|proposal` is skipped wherever it lies."""
     root = Path(root) if root is not None else templates_dir()
     if not root.is_dir():
         raise OrtBenchError(f"{root}: no such templates folder")
     out: dict[str, Template] = {}
+    unreviewed = 0
     for path in sorted(root.rglob("*.yaml")):
+        if is_unreviewed(path, root):
+            continue
         tpl = load_template(path)
+        if tpl.spec.status is not None:
+            unreviewed += 1
+            continue
         if tpl.id in out:
             raise OrtBenchError(f"{path.name}: duplicate template id {tpl.id!r} (also {out[tpl.id].path.name})")
         out[tpl.id] = tpl
     if not out:
-        raise OrtBenchError(f"{root}: no template files (*.yaml) in this folder")
+        more = f" (only {unreviewed} marked draft or proposal: see `ort-bench templates check`)" if unreviewed else ""
+        raise OrtBenchError(f"{root}: no template files (*.yaml) in this folder{more}")
     return [out[k] for k in sorted(out)]
 
 

@@ -7,6 +7,7 @@
     load_options.py   how a model is loaded (LoadOptions: one object, one flag per field)
     loading.py        tokenizer and weights with transformers; merged directory for vLLM/training
     prompting.py      chat formatting shared by every backend and by training
+    served.py         a model behind an OpenAI-compatible endpoint: client, tokenizer, a weaker fingerprint
     checkpoint.py     unlearning/attack cards and saving checkpoints (written by unlearning, read by scoring)
 """
 

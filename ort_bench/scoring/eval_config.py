@@ -23,14 +23,24 @@ class EvalConfig(LoadOptions):
     batch_size: int = 16
     tensor_parallel_size: int = 1
     chunk_size: int = 128  # probes per durable write
+    # --backend openai: the endpoint (the key's environment variable is named, never the key), the
+    # tokenizer whose chat template formats its prompts, and how requests are bounded
+    base_url: str | None = None
+    api_key_env: str | None = None
+    tokenizer: str | None = None
+    max_concurrency: int = 8
+    request_timeout: float = 300.0
+    max_retries: int = 5
 
-    ENGINE_FIELDS = ("batch_size", "tensor_parallel_size")  # passed to a backend only when changed
+    # passed to a backend only when changed (one that does not take one refuses it)
+    ENGINE_FIELDS = ("batch_size", "tensor_parallel_size", "base_url", "api_key_env", "tokenizer", "max_concurrency",
+                     "request_timeout", "max_retries")
 
     SCORING_FIELDS = ("backend", "max_new_tokens", "seed", "dtype")
     DEFAULT_NEW_TOKENS = 32
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "batch_size", "tensor_parallel_size", "chunk_size"):
+        for name in ("max_new_tokens", "batch_size", "tensor_parallel_size", "chunk_size", "max_concurrency"):
             value = getattr(self, name)
             if name == "max_new_tokens" and value is None:
                 continue

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ort_bench.errors import OrtBenchError
 from ort_bench.kb.probes import Probe
 from ort_bench.models import checkpoint
+from ort_bench.models.served import ServedModel
 from ort_bench.scoring.records import Record, RecordWriter, check_seal, load_records, record_key
 from ort_bench.scoring.selection import probe_hash
 
@@ -144,12 +145,11 @@ def score_model(
     """Score `probes` with one model, resuming from `records_path`; return its records (in probe
     order) and a description of the model and backend. Records files in `reuse` (other runs) lend
     their answers too: a key holds the model fingerprint, so only this very model's answers match."""
-    from ort_bench.models import resolve_model
     from ort_bench.scoring.backends import checked_backend
 
     settings = config.backend_settings()
     backend_cls = checked_backend(config.backend, config, **settings)  # fails before any model loads
-    model = resolve_model(spec, config)
+    model = backend_cls.resolve(spec, config, **settings)  # a local model, or one an endpoint serves
     params_hash = config.params_hash()
     keys = [record_key(model.fingerprint, config.backend, params_hash, probe_hash(p)) for p in probes]
     done = load_records(records_path)
@@ -158,6 +158,8 @@ def score_model(
     info: dict[str, Any] = {"spec": spec, "kind": model.kind, "fingerprint": model.fingerprint,
                             "role": role, "reused_records": len(probes) - len(todo), "new_records": len(todo)}
     info.update(checkpoint.origin(model.path))
+    if isinstance(model, ServedModel):  # behind an endpoint: what the server reported; the fingerprint is weaker
+        info["served"] = model.served
     if todo:
         t0 = time.perf_counter()
         backend = backend_cls(model, config, **settings)

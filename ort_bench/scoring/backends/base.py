@@ -110,6 +110,14 @@ class Backend(ABC):
         return [ScoreResult(texts.get(i), None, tuple(next(lls) for _ in r.continuations))
                 for i, r in enumerate(requests)]
 
+    @classmethod
+    def resolve(cls, spec: str, options: LoadOptions, **settings: Any) -> Any:
+        """The `ResolvedModel` (with its fingerprint) that `spec` names for this engine: a local model by
+        default; a served one for an engine that talks to an endpoint (`openai`). Before any engine starts."""
+        from ort_bench.models import resolve_model
+
+        return resolve_model(spec, options)
+
     def settings(self) -> dict[str, Any]:
         return {"backend": self.name}
 
@@ -263,7 +271,8 @@ class _EngineRow:
 
 BACKENDS: dict[str, type[Backend]] = {}
 # Modules that define the shipped backends, imported on first use (vLLM is an optional extra).
-_BACKEND_MODULES = {"hf": "ort_bench.scoring.backends.hf", "vllm": "ort_bench.scoring.backends.vllm"}
+_BACKEND_MODULES = {"hf": "ort_bench.scoring.backends.hf", "vllm": "ort_bench.scoring.backends.vllm",
+                    "openai": "ort_bench.scoring.backends.openai"}
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
