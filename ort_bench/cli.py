@@ -170,6 +170,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _print_run(results: dict, out: str) -> int:
     print(api.markdown_table(results))
+    unscored = (results.get("model") or {}).get("unscored")
+    if unscored:  # an endpoint without log-probabilities: said beside the table, not only in results.json
+        print(f"\nnot scored: {', '.join(unscored['forms'])} ({unscored['probes']} choice probes): {unscored['why']}")
     print(f"\nrecords: {out}/records.jsonl  results: {out}/results.json")
     return 0
 

@@ -250,16 +250,46 @@ def test_the_boundary_comes_from_the_offsets():
     assert (ll.logprob, ll.n_tokens) == (-2.0, 1)
 
 
-def test_an_endpoint_without_prompt_logprobs_is_refused_before_any_probe(stub):
+def test_an_endpoint_without_prompt_logprobs_is_found_before_any_probe(stub, capsys):
     stub.echo = False
-    with pytest.raises(OrtBenchError, match="returns no prompt log-probabilities") as err:
-        backend(stub)
-    assert "\n" not in str(err.value) and "choice forms" in str(err.value)
-    assert all(not r.get("echo") or r["prompt"].endswith("Paris") for r in stub.completions())
+    b = backend(stub)
+    assert "returns no prompt log-probabilities" in b.no_likelihoods and "\n" not in b.no_likelihoods
+    assert "choice forms are not scored" in capsys.readouterr().err  # said once, in one line
+    assert all(not r.get("echo") or r["prompt"].endswith("Paris") for r in stub.completions())  # only the check
+    with pytest.raises(OrtBenchError, match=r"returns no prompt log-probabilities \(echo with logprobs\): no likelihood can be scored"):
+        b.loglikelihood([("Q: capital of France?\nA:", " Paris")])
     stub.echo, stub.refuse_echo = True, True
-    with pytest.raises(OrtBenchError, match=r"refuses echo with logprobs \(HTTP 400: echo is not supported for this "
-                       r"model\); every probe's Prob and the choice forms need them"):
-        backend(stub)
+    assert "refuses echo with logprobs (HTTP 400: echo is not supported for this model)" in backend(stub).no_likelihoods
+
+
+def test_without_prompt_logprobs_free_answers_are_scored_and_results_name_the_unscored_forms(stub, tmp_path,
+                                                                                           monkeypatch):
+    """Free answers keep their decisions (the same as with log-probabilities) and lose only ORT's Prob; no
+    choice probe gets a record, and results.json says which forms were not scored and why."""
+    from ort_bench.scoring.evaluate import evaluate
+
+    monkeypatch.setenv("ORT_BENCH_DATA", str(FIX / "kb"))
+    monkeypatch.setenv("ORT_BENCH_TEMPLATES", str(FIX / "templates"))
+    cfg = config(stub, max_new_tokens=4)
+    full = evaluate("stub-model", tmp_path / "full", reference="stub-model", limit=6, progress=False, config=cfg)
+    stub.echo = False
+    res = evaluate("stub-model", tmp_path / "free", reference="stub-model", limit=6, progress=False, config=cfg)
+    recs = {r["probe_id"]: r for r in map(json.loads, (tmp_path / "free" / "records.jsonl").read_text().splitlines())
+            if r["role"] == "model"}
+    every = {r["probe_id"]: r for r in map(json.loads, (tmp_path / "full" / "records.jsonl").read_text().splitlines())
+             if r["role"] == "model"}
+    choice = {pid for pid, r in every.items() if r.get("choice_acc") is not None}
+    assert choice and set(recs) == set(every) - choice  # every free answer, no choice probe
+    assert all(r["prob"] is None and r["output"] == every[pid]["output"] and r["primary"] == every[pid]["primary"]
+               for pid, r in recs.items())
+    unscored = res["model"]["unscored"]
+    assert unscored["probes"] == len(choice) and "no prompt log-probabilities" in unscored["why"]
+    assert set(unscored["forms"]) == {every[pid]["form"] for pid in choice}
+    assert res["reference"]["unscored"] == unscored
+    assert not {row["form"] for row in res["forms"]} & set(unscored["forms"]) - {every[p]["form"] for p in recs}
+    assert full["model"].get("unscored") is None
+    again = evaluate("stub-model", tmp_path / "free", reference="stub-model", limit=6, progress=False, config=cfg)
+    assert again["model"]["new_records"] == 0 and again["model"]["unscored"] == unscored  # a rerun says it again
 
 
 # --------------------------------------------------------------------------- retries, timeouts, concurrency

@@ -80,7 +80,7 @@ class Record(BaseModel):
     output: str
     rouge_l_recall: Number | None
     choice_acc: Number | None
-    prob: Number
+    prob: Number | None  # None only from an engine without log-probabilities (`Backend.no_likelihoods`)
     choice_logprobs: list[Number] | None = None
     choice_logprobs_neutral: list[Number] | None = None
     choice_scores: list[Number] | None = None

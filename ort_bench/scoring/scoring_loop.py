@@ -52,8 +52,11 @@ def score_probes(backend: Backend, tokenizer: Any, probes: list[Probe], config: 
 
     asked: list[tuple[tuple[str, int | None], list[int]]] = []
     neutral_asked: dict[int, tuple[tuple[str, int | None], list[int]]] = {}
+    likelihoods = backend.no_likelihoods is None
+    if not likelihoods and any(p.choices is not None for p in probes):
+        raise OrtBenchError(f"{backend.no_likelihoods}: a choice probe cannot be scored without log-probabilities")
     for i, (p, ctx, scorer) in enumerate(zip(probes, contexts, scorers, strict=True)):
-        conts = p.choices if p.choices is not None else p.answers
+        conts = p.choices if p.choices is not None else p.answers if likelihoods else []
         asked.append(ask(ctx, lengths[i] if scorer.needs_generation else None, conts))
         if scorer.decide == "calibrated_per_byte":
             neutral_asked[i] = ask(format_prompt(tokenizer, NEUTRAL_PROMPT, p.system, p.prefill), None, conts)
@@ -84,8 +87,8 @@ def score_probes(backend: Backend, tokenizer: Any, probes: list[Probe], config: 
                 rec["choice_scores"] = scores
             if answer.text is None:
                 rec["output"] = p.choices[max(range(len(items)), key=lambda k: scores[k])]
-        else:
-            rec["prob"] = metrics.prob_from_logprobs(items)
+        else:  # ORT's Prob: none without log-probabilities
+            rec["prob"] = metrics.prob_from_logprobs(items) if likelihoods else None
         if answer.text is not None:
             rec["rouge_l_recall"] = metrics.rouge_l_recall(answer.text, p.answers)
             if scorer.decide == "match":
@@ -168,6 +171,12 @@ def score_model(
         tokenizer = backend.tokenizer or load_tokenizer(model)
         info["load_seconds"] = round(time.perf_counter() - t0, 2)
         info["backend"] = backend.settings()
+        if backend.no_likelihoods is not None:  # free answers only: the choice probes stay unscored, and say so
+            unscored = [i for i in todo if probes[i].choices is not None]
+            todo = [i for i in todo if probes[i].choices is None]
+            info["new_records"] = len(todo)
+            info["unscored"] = {"forms": sorted({probes[i].form for i in unscored}), "probes": len(unscored),
+                                "why": backend.no_likelihoods}
         bar = tqdm(total=len(probes), initial=len(probes) - len(todo), desc=f"{role}: {spec}", unit="probe",
                    disable=not progress)
         t1 = time.perf_counter()
@@ -186,4 +195,4 @@ def score_model(
         info["score_seconds"] = round(time.perf_counter() - t1, 2)
         backend.close()  # vLLM holds GPU memory the reference's engine will need
         del backend
-    return [done[k] for k in keys], info
+    return [done[k] for k in keys if k in done], info

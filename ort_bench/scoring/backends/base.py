@@ -83,11 +83,15 @@ def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
 class Backend(ABC):
     """One inference engine. `name` is its registry key; `settings()` goes into every result.
     `load_options`: the `LoadOptions` fields it honours; `checked_backend` refuses any other one given.
-    `tokenizer`: the model's tokenizer (prompts are formatted with its chat template)."""
+    `tokenizer`: the model's tokenizer (prompts are formatted with its chat template). `no_likelihoods`:
+    None, or why the engine returns no log-probabilities."""
 
     name: str = ""
     load_options: tuple[str, ...] = ()
     tokenizer: Any = None
+    # None: the engine gives log-probabilities. Else why it cannot (an endpoint that echoes none): its
+    # free answers are scored without ORT's Prob, and the choice forms are not scored at all (results say so)
+    no_likelihoods: str | None = None
 
     @abstractmethod
     def generate(self, prompts: list[str], params: GenerationParams) -> list[str]:

@@ -13,8 +13,8 @@ the root the server reports; ``ort_bench.models.served``) and sent as text to ``
   ``text_offset``; the first of them must start exactly there and their texts must add up to the
   continuation, else the pair is refused in one line (the endpoint's tokens do not split the two,
   so nothing the other backends compute can be read off). An endpoint that echoes no prompt
-  log-probabilities is refused in one line before any probe is scored: every probe's Prob and
-  every choice form need them.
+  log-probabilities is found before any probe is scored and said in one line; its free answers are
+  then scored without ORT's Prob, and the choice forms not at all (results.json: ``model.unscored``).
 - Requests run on at most ``--max-concurrency`` threads; each has ``--request-timeout`` and
   ``--max-retries`` retries with exponential backoff on 429, 5xx, timeouts and refused connections.
   Records are written chunk by chunk as for every backend, so a killed run resumes where it stopped.
@@ -27,6 +27,7 @@ no BOS (on vLLM ``add_special_tokens`` is turned off).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -116,19 +117,22 @@ class OpenAIBackend(Backend):
         return self.client.base_url + "/completions"
 
     def _check_prompt_logprobs(self) -> None:
-        """Refuse an endpoint that echoes no prompt log-probabilities before any probe is scored."""
+        """Ask once, before any probe, whether the endpoint echoes prompt log-probabilities. If not, say
+        so in one line and score free answers only (`no_likelihoods`): their Prob and the choice forms
+        need them, and the results list those forms as not scored."""
         context = format_prompt(self.tokenizer, "What is the capital of France?")
-        why = (f"every probe's Prob and the choice forms need them, so ort-bench cannot score {self.served_name!r} "
-               "there")
         try:
             self._loglikelihood_one(context, join_continuation(context, "Paris"))
+            return
         except NoPromptLogprobs as exc:
-            raise OrtBenchError(f"{exc}; {why}") from None
+            why = str(exc)
         except EndpointError as exc:
             if exc.status not in (400, 404, 422):  # a request of this form refused: no prompt log-probabilities
                 raise
-            url = self._url()
-            raise OrtBenchError(f"{url}: the endpoint refuses echo with logprobs ({exc.detail}); {why}") from None
+            why = f"{self._url()}: the endpoint refuses echo with logprobs ({exc.detail})"
+        self.no_likelihoods = why
+        print(f"warning: {why}; free answers of {self.served_name!r} are scored without ORT's Prob, and the choice "
+              "forms are not scored (results.json: model.unscored)", file=sys.stderr)
 
     def _generate_one(self, prompt: str, params: GenerationParams) -> tuple[str, int | None]:
         body = generation_body(self.served_name, prompt, params.max_new_tokens, temperature=params.temperature,
@@ -166,10 +170,14 @@ class OpenAIBackend(Backend):
         return [text for text, _ in self._map(self._generate_one, [(p, params) for p in prompts])]
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LogLikelihood]:
+        if self.no_likelihoods is not None and requests:
+            raise OrtBenchError(f"{self.no_likelihoods}: no likelihood can be scored there")
         return self._map(self._loglikelihood_one, list(requests))
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         """Every answer and every likelihood of `requests` on one pool (answers keep their token counts)."""
+        if self.no_likelihoods is not None and any(r.continuations for r in requests):
+            raise OrtBenchError(f"{self.no_likelihoods}: no likelihood can be scored there")
         jobs: list[tuple[Any, ...]] = []
         for r in requests:
             if r.params is not None:
