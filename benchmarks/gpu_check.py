@@ -178,7 +178,7 @@ def time_limit(seconds: float):
 def handing_over(lm: Any):
     """While the backend starts, `models.load_causal_lm` (in every ort_bench module that imported it)
     returns `lm`, the random model already on the device, instead of loading weights from disk."""
-    from ort_bench.scoring import models
+    from ort_bench.models import loading as models
 
     original, calls = models.load_causal_lm, []
 

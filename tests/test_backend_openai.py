@@ -254,9 +254,11 @@ def test_an_endpoint_without_prompt_logprobs_is_found_before_any_probe(stub, cap
     stub.echo = False
     b = backend(stub)
     assert "returns no prompt log-probabilities" in b.no_likelihoods and "\n" not in b.no_likelihoods
-    assert "choice forms are not scored" in capsys.readouterr().err  # said once, in one line
+    said = [line for line in capsys.readouterr().err.splitlines() if "choice forms are not scored" in line]
+    assert len(said) == 1  # said once, in one line
     assert all(not r.get("echo") or r["prompt"].endswith("Paris") for r in stub.completions())  # only the check
-    with pytest.raises(OrtBenchError, match=r"returns no prompt log-probabilities \(echo with logprobs\): no likelihood can be scored"):
+    with pytest.raises(OrtBenchError,
+                       match=r"no prompt log-probabilities \(echo with logprobs\): no likelihood can be scored"):
         b.loglikelihood([("Q: capital of France?\nA:", " Paris")])
     stub.echo, stub.refuse_echo = True, True
     assert "refuses echo with logprobs (HTTP 400: echo is not supported for this model)" in backend(stub).no_likelihoods
@@ -311,6 +313,41 @@ def test_retries_give_up_in_one_line(stub):
         b.generate(["Q:"], GenerationParams(max_new_tokens=1))
     assert "\n" not in str(err.value)
     assert len(stub.fail) == 7
+    b.close()
+
+
+def test_a_closed_client_stops_retrying_so_a_failed_run_exits(stub, monkeypatch):
+    """After `close` (a run that failed or was interrupted), a request in its backoff makes no further
+    attempt and no new request starts: nothing keeps the process waiting on retries."""
+    monkeypatch.setattr(served_mod, "RETRY_BACKOFF_S", 30.0)  # a long wait between attempts
+    b = backend(stub, max_retries=5)
+    stub.fail = [503] * 10
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            b.client.post("/completions", {"model": "stub-model", "prompt": "Q:", "max_tokens": 1})
+        except BaseException as exc:  # noqa: BLE001 - what the thread ended with is the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=ask)
+    t.start()
+    while len(stub.fail) == 10:  # the first attempt has been answered 503: now it waits 30 s to retry
+        threading.Event().wait(0.01)
+    b.close()
+    t.join()
+    assert len(stub.fail) == 9  # one attempt, no retry after close
+    assert len(errors) == 1 and "the client was closed" in str(errors[0])
+    with pytest.raises(OrtBenchError, match="the client was closed"):
+        b.client.get("/models")
+
+
+def test_other_request_failures_are_one_line(stub):
+    b = backend(stub)
+    b.client.base_url = "http://[::1"  # an invalid URL: requests raises InvalidURL, not a connection error
+    with pytest.raises(OrtBenchError) as err:
+        b.client.get("/models")
+    assert "\n" not in str(err.value) and "InvalidURL" in str(err.value)
     b.close()
 
 

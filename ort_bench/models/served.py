@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,15 @@ class ServedClient:
                 raise OrtBenchError(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
             self._headers["Authorization"] = f"Bearer {key}"
         self._local = threading.local()
+        self._sessions: list[Any] = []
+        self._closed = threading.Event()  # set by `close`: no new attempt, no more waiting between attempts
+
+    def close(self) -> None:
+        """Stop: requests in flight end with their current attempt (no retry, no backoff wait), and every
+        thread's session is closed, so that a failed or interrupted run exits instead of waiting on them."""
+        self._closed.set()
+        for session in self._sessions:
+            session.close()
 
     def __repr__(self) -> str:  # never the key
         return f"ServedClient({self.base_url!r})"
@@ -99,6 +107,7 @@ class ServedClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            self._sessions.append(session)
         return session
 
     def get(self, path: str) -> dict[str, Any]:
@@ -114,14 +123,20 @@ class ServedClient:
         attempts = self.max_retries + 1
         status = None
         for attempt in range(attempts):
+            if self._closed.is_set():
+                raise OrtBenchError(f"{url}: the client was closed (the run stopped)")
             wait = min(RETRY_BACKOFF_S * 2 ** attempt, MAX_BACKOFF_S)
             try:
                 resp = self._session().request(method, url, json=body, headers=self._headers,
                                                timeout=(min(CONNECT_TIMEOUT_S, self.timeout), self.timeout))
             except requests.Timeout:
                 problem = f"no answer within {self.timeout:g} s"
-            except requests.ConnectionError as exc:
-                problem = f"cannot connect ({type(exc).__name__})"
+            except requests.exceptions.SSLError as exc:  # not retried: the same certificate fails again
+                raise OrtBenchError(f"{url}: TLS failed ({one_line(exc)})") from None
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                problem = f"cannot connect or the connection dropped ({type(exc).__name__})"
+            except requests.RequestException as exc:  # a bad URL, redirects, an undecodable body: one line
+                raise OrtBenchError(f"{url}: {one_line(exc)}") from None
             else:
                 if resp.status_code < 400:
                     try:
@@ -140,7 +155,7 @@ class ServedClient:
                 if after is not None:
                     wait = min(after, MAX_BACKOFF_S)
             if attempt + 1 < attempts:
-                time.sleep(wait)
+                self._closed.wait(wait)
         message = f"{url}: {problem}, {attempts} attempt{'s' * (attempts > 1)}: giving up"
         raise OrtBenchError(message) if status is None else EndpointError(message, status, problem)
 

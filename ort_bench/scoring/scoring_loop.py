@@ -166,33 +166,35 @@ def score_model(
     if todo:
         t0 = time.perf_counter()
         backend = backend_cls(model, config, **settings)
-        from ort_bench.models import load_tokenizer
+        try:
+            from ort_bench.models import load_tokenizer
 
-        tokenizer = backend.tokenizer or load_tokenizer(model)
-        info["load_seconds"] = round(time.perf_counter() - t0, 2)
-        info["backend"] = backend.settings()
-        if backend.no_likelihoods is not None:  # free answers only: the choice probes stay unscored, and say so
-            unscored = [i for i in todo if probes[i].choices is not None]
-            todo = [i for i in todo if probes[i].choices is None]
-            info["new_records"] = len(todo)
-            info["unscored"] = {"forms": sorted({probes[i].form for i in unscored}), "probes": len(unscored),
-                                "why": backend.no_likelihoods}
-        bar = tqdm(total=len(probes), initial=len(probes) - len(todo), desc=f"{role}: {spec}", unit="probe",
-                   disable=not progress)
-        t1 = time.perf_counter()
-        with RecordWriter(records_path) as writer:
-            for start in range(0, len(todo), config.chunk_size):
-                idx = todo[start:start + config.chunk_size]
-                chunk = [probes[i] for i in idx]
-                scored = score_probes(backend, tokenizer, chunk, config)
-                new = [make_record(p, answer, key=keys[i], role=role, model_fingerprint=model.fingerprint,
-                                   backend=config.backend, params_hash=params_hash).to_dict()
-                       for i, p, answer in zip(idx, chunk, scored, strict=True)]
-                writer.write(new)
-                done.update((r["key"], r) for r in new)
-                bar.update(len(chunk))
-        bar.close()
-        info["score_seconds"] = round(time.perf_counter() - t1, 2)
-        backend.close()  # vLLM holds GPU memory the reference's engine will need
-        del backend
+            tokenizer = backend.tokenizer or load_tokenizer(model)
+            info["load_seconds"] = round(time.perf_counter() - t0, 2)
+            info["backend"] = backend.settings()
+            if backend.no_likelihoods is not None:  # free answers only: the choice probes stay unscored, and say so
+                unscored = [i for i in todo if probes[i].choices is not None]
+                todo = [i for i in todo if probes[i].choices is None]
+                info["new_records"] = len(todo)
+                info["unscored"] = {"forms": sorted({probes[i].form for i in unscored}), "probes": len(unscored),
+                                    "why": backend.no_likelihoods}
+            skipped = info.get("unscored", {}).get("probes", 0)
+            bar = tqdm(total=len(probes) - skipped, initial=len(probes) - skipped - len(todo), desc=f"{role}: {spec}",
+                       unit="probe", disable=not progress)
+            t1 = time.perf_counter()
+            with RecordWriter(records_path) as writer:
+                for start in range(0, len(todo), config.chunk_size):
+                    idx = todo[start:start + config.chunk_size]
+                    chunk = [probes[i] for i in idx]
+                    scored = score_probes(backend, tokenizer, chunk, config)
+                    new = [make_record(p, answer, key=keys[i], role=role, model_fingerprint=model.fingerprint,
+                                       backend=config.backend, params_hash=params_hash).to_dict()
+                           for i, p, answer in zip(idx, chunk, scored, strict=True)]
+                    writer.write(new)
+                    done.update((r["key"], r) for r in new)
+                    bar.update(len(chunk))
+            bar.close()
+            info["score_seconds"] = round(time.perf_counter() - t1, 2)
+        finally:  # also on an error or Ctrl-C: vLLM holds GPU memory, an endpoint's pool holds threads
+            backend.close()
     return [done[k] for k in keys if k in done], info

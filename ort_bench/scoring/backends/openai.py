@@ -82,7 +82,11 @@ class OpenAIBackend(Backend):
                 tokenizer: str | None = None, request_timeout: float = DEFAULT_TIMEOUT_S,
                 max_retries: int = DEFAULT_RETRIES, **engine: Any) -> ResolvedModel:
         """The served model `spec` names and its (weaker) fingerprint; see `ort_bench.models.served`."""
-        return resolve_served(spec, _client(base_url, api_key_env, request_timeout, max_retries), tokenizer)
+        client = _client(base_url, api_key_env, request_timeout, max_retries)
+        try:
+            return resolve_served(spec, client, tokenizer)
+        finally:
+            client.close()
 
     def __init__(self, model: ResolvedModel, options: LoadOptions | None = None, seed: int = 0,
                  base_url: str | None = None, api_key_env: str | None = None, tokenizer: str | None = None,
@@ -108,9 +112,12 @@ class OpenAIBackend(Backend):
                 "max_retries": self.client.max_retries, "vllm_server": self.vllm}
 
     def close(self) -> None:
+        """Cancel what has not started and stop the client (requests in flight end with their current
+        attempt), so that a failed or interrupted run exits instead of waiting for retries."""
         pool = self.__dict__.pop("_pool", None)
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            self.client.close()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- requests
     def _url(self) -> str:
