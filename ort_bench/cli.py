@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from collections import Counter
+from typing import Any
 
 from ort_bench import api
 from ort_bench.benchmark import VERSIONS
@@ -100,9 +101,31 @@ def cmd_templates_new(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVED_FIELDS = ("base_url", "api_key_env", "tokenizer", "max_concurrency", "request_timeout", "max_retries")
+
+
+def add_served_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of `--backend openai`, on every command that scores with a backend (EvalConfig fields)."""
+    served = parser.add_argument_group("--backend openai (an OpenAI-compatible /completions endpoint)")
+    served.add_argument("--base-url", default=None, help="the endpoint, as OpenAI clients take it: http://HOST:PORT/v1")
+    served.add_argument("--api-key-env", default=None, metavar="VAR",
+                        help="the environment variable that holds the API key (sent as a bearer token, never stored)")
+    served.add_argument("--tokenizer", default=None,
+                        help="whose chat template formats the prompts: a model directory, embedded, a .gguf, a hub id, "
+                        "or none for plain prompts (default: the root the server reports for the model)")
+    served.add_argument("--max-concurrency", type=_positive, default=8, help="requests in flight at most")
+    served.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
+    served.add_argument("--max-retries", type=int, default=5,
+                        help="retries of a request on 429, 5xx, a timeout or a refused connection (with backoff)")
+
+
+def served_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in SERVED_FIELDS}
+
+
 def _variant_config(args: argparse.Namespace) -> api.EvalConfig:
     return api.EvalConfig(**dataclasses.asdict(LoadOptions.from_args(args)), backend=args.backend, seed=args.seed,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, **served_settings(args))
 
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
@@ -137,6 +160,7 @@ def _variant_scoring_args(ap: argparse.ArgumentParser) -> None:
                     help="keep the records here: a later call with the same model reuses them (default: a temporary "
                     "folder)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the report")
+    add_served_options(ap)
     add_load_options(ap)
 
 
@@ -156,9 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = api.EvalConfig(
         **dataclasses.asdict(LoadOptions.from_args(args)), backend=args.backend, max_new_tokens=args.max_new_tokens,
         seed=args.seed, batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
-        chunk_size=args.chunk_size, tier=args.tier, base_url=args.base_url, api_key_env=args.api_key_env,
-        tokenizer=args.tokenizer, max_concurrency=args.max_concurrency, request_timeout=args.request_timeout,
-        max_retries=args.max_retries,
+        chunk_size=args.chunk_size, tier=args.tier, **served_settings(args),
     )
     results = api.evaluate(
         args.model, args.out, reference=args.reference, forms=args.forms, langs=args.langs, targets=args.targets,
@@ -391,17 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tensor-parallel-size", type=_positive, default=1, help="vllm: GPUs per model")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--chunk-size", type=_positive, default=128, help="probes scored between two durable writes")
-    served = e.add_argument_group("--backend openai (an OpenAI-compatible /completions endpoint)")
-    served.add_argument("--base-url", default=None, help="the endpoint, as OpenAI clients take it: http://HOST:PORT/v1")
-    served.add_argument("--api-key-env", default=None, metavar="VAR",
-                        help="the environment variable that holds the API key (sent as a bearer token, never stored)")
-    served.add_argument("--tokenizer", default=None,
-                        help="whose chat template formats the prompts: a model directory, embedded, a .gguf, a hub id, "
-                        "or none for plain prompts (default: the root the server reports for the model)")
-    served.add_argument("--max-concurrency", type=_positive, default=8, help="requests in flight at most")
-    served.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take")
-    served.add_argument("--max-retries", type=int, default=5,
-                        help="retries of a request on 429, 5xx, a timeout or a refused connection (with backoff)")
+    add_served_options(e)
     add_load_options(e)
     e.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
                    help="copy this earlier run's records of the same models instead of rescoring them "

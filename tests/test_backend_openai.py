@@ -52,6 +52,7 @@ class Stub:
     def __init__(self, root: str) -> None:
         self.root = root
         self.owned_by = "stub"
+        self.name = "stub-model"  # the id it serves (`vllm serve DIR` serves DIR under its own path)
         self.key: str | None = None
         self.fail: list[int] = []  # statuses returned (and consumed) before any success
         self.fail_after: int | None = None  # completions answered before every later one gets 503
@@ -121,7 +122,7 @@ class Stub:
         if self.key is not None and h.headers.get("Authorization") != f"Bearer {self.key}":
             return 401, {"error": {"message": "invalid API key"}}
         if h.path == "/v1/models":
-            return 200, {"object": "list", "data": [{"id": "stub-model", "object": "model", "created": time.time(),
+            return 200, {"object": "list", "data": [{"id": self.name, "object": "model", "created": time.time(),
                                                      "owned_by": self.owned_by, "root": self.root,
                                                      "max_model_len": 2048}]}
         with self.lock:
@@ -526,3 +527,34 @@ def test_an_audit_rescores_a_served_run_at_its_endpoint(stub, tmp_path, v3_unpin
     stub.fail_after = 0  # the endpoint is gone: the audit cannot pass
     with pytest.raises(OrtBenchError):
         audit(run, sample=3, seed=0, write=False)
+
+
+def test_templates_check_scores_with_a_served_reference(stub, capsys):
+    """`templates check --backend openai` takes the same endpoint flags as evaluate: the reference it scores
+    the variants with is the served one."""
+    from ort_bench.cli import main
+
+    rc = main(["templates", "check", "qa-direct-en", "--backend", "openai", "--base-url", stub.url,
+               "--model", "stub-model", "--limit", "3", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1) and out[0]["variant"] == "qa-direct-en"
+    assert len(stub.completions()) > 3  # the fingerprint, the check and the variants' probes, asked there
+
+
+def test_a_checkpoint_served_under_its_own_path_brings_its_card(stub, tmp_path, monkeypatch):
+    """`vllm serve runs/npo` names the model runs/npo: its unlearn card is read there, as for a local
+    checkpoint (results.json's unlearned_with, the card copied into the run); a plain name has none."""
+    from ort_bench.scoring.evaluate import evaluate
+
+    monkeypatch.setenv("ORT_BENCH_DATA", str(FIX / "kb"))
+    monkeypatch.setenv("ORT_BENCH_TEMPLATES", str(FIX / "templates"))
+    ckpt = tmp_path / "npo"
+    ckpt.mkdir()
+    (ckpt / "unlearn_card.json").write_text(json.dumps({"method": "npo", "train_form": "qa", "targets": ["france"]}))
+    stub.name = str(ckpt)
+    res = evaluate(str(ckpt), tmp_path / "run", limit=3, progress=False, config=config(stub, max_new_tokens=4))
+    assert res["model"]["kind"] == "served" and res["model"]["unlearned_with"]["method"] == "npo"
+    assert (tmp_path / "run" / "unlearn_card.json").is_file()
+    stub.name = "stub-model"
+    plain = evaluate("stub-model", tmp_path / "plain", limit=3, progress=False, config=config(stub, max_new_tokens=4))
+    assert "unlearned_with" not in plain["model"] and not (tmp_path / "plain" / "unlearn_card.json").exists()

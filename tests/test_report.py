@@ -312,6 +312,8 @@ def test_placebo_found_beside_the_run_or_named(experiment, tmp_path):
     with pytest.raises(OrtBenchError, match="not scored like this run") as info:
         render_report(experiment / "unl-eval", placebo=SUBMISSIONS / "embedded-placebo")
     assert "\n" not in str(info.value)
+    with pytest.raises(OrtBenchError, match="not a placebo of this run"):  # scored alike, but an attack on the model
+        render_report(experiment / "unl-eval", placebo=experiment / "relearn" / "eval-step-1")
 
 
 def test_no_placebo_no_attacks_said_so(hostile):

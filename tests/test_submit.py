@@ -478,3 +478,11 @@ def test_a_changed_gold_answer_is_refused(run: Path, tmp_path: Path):
         return [{**r, "answers": ["I am not sure"]} if r["scorer"] == "answer_match" else r for r in recs]
     forge(run, regold)
     refused(run, r"answers is \['I am not sure'\] but the probe's is", tmp_path)
+
+
+def test_a_record_without_prob_is_refused(run, tmp_path):
+    """Only an endpoint without log-probabilities leaves ORT's Prob out (and such a run lacks the choice
+    forms); a resealed record whose prob was nulled is refused on its own line."""
+    edit_record(run, 1, lambda r: r.update(prob=None), reseal=True)
+    msg = refused(run, "no prob", tmp_path)
+    assert "records.jsonl:1" in msg

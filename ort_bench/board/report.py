@@ -285,7 +285,7 @@ def _is_placebo_of(raw: dict[str, Any], run: dict[str, Any]) -> bool:
 
 
 def find_placebo(run: Run, placebo: str | Path | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """The placebo run to read this run against: `placebo` if given (it must be scored like the run), else
+    """The placebo run to read this run against: `placebo` if given (it must be one, scored like the run), else
     the first sibling folder (by name) holding a placebo of this run's reference, or None."""
     if placebo is not None:
         folder = Path(placebo)
@@ -295,6 +295,9 @@ def find_placebo(run: Run, placebo: str | Path | None = None) -> tuple[Path, dic
         if not _comparable(raw, run.raw):
             raise OrtBenchError(f"{folder}: not scored like this run (its benchmark, reference, scoring parameters "
                                 "or probes differ): no placebo for it")
+        if not _is_placebo_of(raw, run.raw):  # the band is drawn and named as the placebo's: it must be one
+            raise OrtBenchError(f"{folder}: not a placebo of this run (its model is not the reference fine-tuned on "
+                                "an unrelated environment: `ort-bench attack finetune`)")
         return folder, raw
     if _attack_of(run.raw) and _is_placebo_of(run.raw, run.raw):
         return None  # the run is a placebo itself

@@ -169,6 +169,8 @@ def _check_records(path: Path, res: Results) -> dict[str, list[dict[str, Any]]]:
         key = record_key(fp, rec.backend, rec.params_hash, rec.probe_sha256)
         if rec.key != key:
             raise OrtBenchError(f"{where}: key does not match the record's fingerprint, backend, params and probe")
+        if rec.prob is None:  # only an engine without log-probabilities leaves it out, and such a run is no entry
+            raise OrtBenchError(f"{where}: no prob (ORT's Prob): a leaderboard entry is scored with log-probabilities")
         if key in seen:
             raise OrtBenchError(f"{where}: duplicate record (same key as line {seen[key]})")
         seen[key] = lineno

@@ -266,7 +266,8 @@ def load_served_tokenizer(source: str) -> Any:
 
 @dataclass(frozen=True)
 class ServedModel(ResolvedModel):
-    """A model behind an endpoint. `path` is unused (no local weights); `served` is what results say
+    """A model behind an endpoint. `path`: the checkpoint folder its name is (read for its cards only; no
+    weights are loaded here), else os.devnull; `served` is what results say
     about it (where, what the server reported, the tokenizer, how weak its fingerprint is)."""
 
     served: dict[str, Any] = field(default_factory=dict)
@@ -304,5 +305,9 @@ def resolve_served(name: str, client: ServedClient, tokenizer: str | None = None
     fingerprint = sha256_json({"card": card, "system_fingerprint": system_fp, "probes": probes})
     served = {"base_url": client.base_url, "card": card, "system_fingerprint": system_fp, "tokenizer": str(source),
               "probe_outputs_sha256": sha256_json(probes), "weak_fingerprint": True, "note": FINGERPRINT_NOTE}
-    return ServedModel(name, "served", Path(os.devnull), None, fingerprint, False, served=served, card=card,
+    # `vllm serve runs/npo` serves the checkpoint under its own path: its unlearn card is read from there
+    # (what made the model, which prompts it trained on), as for a local checkpoint; else there is none
+    local = Path(name).expanduser()
+    path = local.resolve() if local.is_dir() else Path(os.devnull)
+    return ServedModel(name, "served", path, None, fingerprint, False, served=served, card=card,
                        tokenizer_source=str(source))
