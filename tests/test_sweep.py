@@ -267,6 +267,8 @@ def test_a_task_larger_than_the_ray_is_refused_locally_and_a_warning_on_a_cluste
     ({"checkpoints": [{"name": "a", "model": "m"}], "eval": {"batch_size": "x"}}, "eval: batch_size: Input should"),
     ({"checkpoints": [{"name": "a", "model": "m"}], "eval": {"batch_size": 0}}, "batch_size must be a whole number"),
     ({"checkpoints": [{"name": "a", "model": "m"}], "eval": {"tensor_parallel_size": 2}}, "not run inside a Ray"),
+    ({"checkpoints": [{"name": "a", "model": "m"}], "eval": {"backend": "openai", "dtype": "bfloat16"}},
+     "eval: backend openai does not support --dtype"),
     ({"checkpoints": [{"name": "a", "model": "m"}], "selection": {"limit": 0}}, "every N must be at least 1"),
     ({"checkpoints": [{"name": "a", "model": "m"}], "selection": {"limit": {"forgot": 3}}}, "unknown split 'forgot'"),
 ])

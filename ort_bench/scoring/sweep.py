@@ -170,6 +170,12 @@ class SweepConfig(_Strict):
             raise OrtBenchError(f"{source}: eval.tensor_parallel_size > 1 is not run inside a Ray task (the "
                                 "engine would need a placement group of its own and can hang): run evaluate --shard "
                                 "for such a model")
+        from ort_bench.scoring.backends import checked_backend
+
+        try:  # a load option or engine setting the backend refuses fails here, not in every job after Ray starts
+            checked_backend(config.backend, config, **config.backend_settings())
+        except OrtBenchError as exc:
+            raise OrtBenchError(f"{source}: eval: {exc}") from None
         return config
 
 
@@ -254,7 +260,9 @@ def plan(config: SweepConfig, out: Path) -> tuple[list[Job], dict[str, list[Job]
             own = selection | {"targets": list(read_manifest(manifest))}  # as evaluate --manifest selects
         signature = _manifest_signature(manifest) if manifest else _signature(model)
         ref_selection = {k: v for k, v in own.items() if k != "train_form"}
-        ref_group = sha256_json([reference, ref_selection])[:10]
+        # the reference's records are reused by probe, so the order the targets are named in is no new group
+        unordered = ref_selection | {"targets": sorted(ref_selection.get("targets") or [])}
+        ref_group = sha256_json([reference, unordered])[:10]
         jobs = []
         for i in range(1, n + 1):
             ref_job = None
