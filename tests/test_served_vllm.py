@@ -26,6 +26,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,7 +72,8 @@ class VLLMServer:
             env["VLLM_API_KEY"] = api_key  # the server's own way to require a key (not on its command line)
         self.log = log
         self._out = log.open("w")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=env)
+        # its own process group: stopping it stops vLLM's engine processes too, even after a kill
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -90,13 +92,22 @@ class VLLMServer:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        """SIGTERM to the server's whole process group, SIGKILL to what is left after 60 s."""
+        for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
             try:
-                self.proc.wait(timeout=60)
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break  # the group is gone
+            try:
+                self.proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+                continue
+            if sig == signal.SIGTERM:  # the server is down; its engine processes may still be winding down
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(5)
         self._out.close()
 
 

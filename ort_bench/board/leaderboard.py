@@ -94,9 +94,14 @@ def _entry(sub: Any, run: Any, forms: tuple[str, ...], folder: Path | None = Non
 
 
 def _served(res: Any) -> list[str]:
-    """The roles (model, reference) scored behind an endpoint, whose fingerprints are weaker (none for most)."""
+    """The roles (model, reference) scored behind an endpoint, whose fingerprints are weaker (none for most);
+    a model of one checkpoint per target counts when any of its checkpoints was served."""
+    def served(info: Any) -> bool:
+        checkpoints = (info.model_dump().get("checkpoints") or {}).values()
+        return info.kind == "served" or any(isinstance(c, dict) and c.get("kind") == "served" for c in checkpoints)
+
     return [role for role, info in (("model", res.model), ("reference", res.reference))
-            if info is not None and info.kind == "served"]
+            if info is not None and served(info)]
 
 
 def _model_text(e: dict[str, Any]) -> str:

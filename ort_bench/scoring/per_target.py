@@ -77,9 +77,11 @@ def model_description(manifest: str | Path, infos: dict[str, dict[str, Any]]) ->
             raise OrtBenchError(f"manifest {manifest}: {seen[fp]!r} and {t!r} name the same checkpoint (fingerprint "
                                 f"{fp[:12]}): one checkpoint per target")
         seen[fp] = t
+    unscored = next((i["unscored"] for i in infos.values() if i.get("unscored")), None)  # one endpoint: alike
     return {"spec": str(manifest), "kind": ONE_PER_TARGET, "fingerprint": "per-target-" + sha256_json(fps)[:32],
             "role": "model", "protocol": ONE_PER_TARGET, "checkpoints": infos,
-            **{k: sum(i.get(k, 0) for i in infos.values()) for k in ("reused_records", "new_records")}}
+            **{k: sum(i.get(k, 0) for i in infos.values()) for k in ("reused_records", "new_records")},
+            **({"unscored": unscored} if unscored else {})}
 
 
 def _mean(values: list[float | None]) -> float | None:
