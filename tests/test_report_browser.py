@@ -18,7 +18,8 @@ import pytest
 from browser import chromium, severe_errors
 from test_report import EVIL_FOLDER, EVIL_OUTPUT, EVIL_PROMPT, REAL, make_experiment, make_hostile
 
-from ort_bench.board.report import MEASURED, PLACEBO_BAND, WORST, build_report
+from ort_bench.board.report import build_report
+from ort_bench.board.report_plots import MEASURED, PLACEBO_BAND, WORST
 
 README_SHOT = os.environ.get("ORT_BENCH_REPORT_PNG")
 
