@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ort_bench.errors import OrtBenchError
+from ort_bench.errors import OrtBenchError, one_line
 from ort_bench.jsonl import describe_validation_error, validate_line
 from ort_bench.kb.facts import SPLITS
 from ort_bench.provenance import sha256_json
@@ -478,6 +478,8 @@ def sweep(config: str | Path | SweepConfig, out: str | Path | None = None, ray_a
             summary["results"][name] = _merge(name, per_checkpoint[name], out)
         except OrtBenchError as exc:
             summary["failed"][f"checkpoint {name} merge"] = str(exc)
+        except (OSError, ValueError) as exc:  # a full disk, a folder moved away: one line, the others go on
+            summary["failed"][f"checkpoint {name} merge"] = one_line(exc)
 
     for name in per_checkpoint:
         merge_ready(name)
