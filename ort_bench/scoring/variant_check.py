@@ -33,7 +33,8 @@ import dataclasses
 import hashlib
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -63,7 +64,7 @@ from ort_bench.kb.variants import (
     unreviewed_dir,
     write_proposal,
 )
-from ort_bench.scoring.evaluate import EvalConfig
+from ort_bench.scoring.eval_config import EvalConfig
 from ort_bench.scoring.metrics_v2 import CHANCE_ALPHA, binomial_tail, items_of
 from ort_bench.scoring.records import records_frame
 from ort_bench.scoring.scoring_loop import score_model
@@ -189,14 +190,16 @@ class _Plan:
     renders: dict[str, int]
 
 
-def _records_dir(out: str | Path | None, stack: list[Any]) -> Path:
+@contextmanager
+def _records_dir(out: str | Path | None) -> Iterator[Path]:
+    """`out` (kept), or a temporary folder removed when the block ends."""
     if out is not None:
         path = Path(out)
         path.mkdir(parents=True, exist_ok=True)
-        return path
-    tmp = tempfile.TemporaryDirectory(prefix="ort-bench-check-")
-    stack.append(tmp)
-    return Path(tmp.name)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="ort-bench-check-") as tmp:
+        yield Path(tmp)
 
 
 def _plan(cand: Template, accepted: list[Template], kb: Any, limit: int | None, cache: dict[tuple, Any]) -> _Plan:
@@ -313,14 +316,9 @@ def check_variants(
         for per_fact in plan.rendered.values():
             for r in per_fact.values():
                 probes.update((p.id, p) for p in r.probes)
-    stack: list[Any] = []
-    try:
-        folder = _records_dir(out, stack)
+    with _records_dir(out) as folder:
         records, info = score_model(model, list(probes.values()), folder / "records.jsonl", config, "reference",
                                     progress)
-    finally:
-        for tmp in stack:
-            tmp.cleanup()
     items = items_of(records_frame(records), CURRENT)
     template_of = {p.item_key: p.template_id for p in probes.values()}
     by_template: dict[str, list[tuple[bool, float]]] = {}
@@ -448,9 +446,7 @@ def propose_variants(
                   template_id=f"propose:{base_t.id}", prompt=request, prefill=prefill,
                   answers=(base_t.spec.prompt,), scorer="answer_match")
     asking = dataclasses.replace(config, max_new_tokens=TOKENS_PER_PROPOSAL * n + 16)
-    stack: list[Any] = []
-    try:
-        records_dir = _records_dir(out, stack)
+    with _records_dir(out) as records_dir:
         [record], info = score_model(model, [probe], records_dir / "records.jsonl", asking, "model", progress)
         reply = f"{prefill} {record.get('output') or ''}"
         model_info = {"spec": model, "fingerprint": info.get("fingerprint"), "backend": config.backend}
@@ -475,7 +471,4 @@ def propose_variants(
                                     root=root)
             for p, c in zip(written, checks, strict=True):
                 p.check = c
-    finally:
-        for tmp in stack:
-            tmp.cleanup()
     return ProposeReport(form, base_t.id, model_info, n, request, reply, proposals)
