@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 
 from ort_bench.benchmark import get_version
+from ort_bench.board.page import CSS, HTML_ENV, content_security_policy
 from ort_bench.board.report_plots import AttackGroup, curves_svg, forest_svg, form_row, gap_svg, num
 from ort_bench.errors import OrtBenchError
 
@@ -68,8 +68,7 @@ PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; \
-img-src data:; base-uri 'none'; form-action 'none'">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
 <title>ort-bench report: {{ title }}</title>
 <style>{{ css }}</style>
 </head>
@@ -182,7 +181,6 @@ headline.</figcaption>
 </html>
 """
 
-_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -719,8 +717,8 @@ def render_report(run_dir: str | Path, placebo: str | Path | None = None, sample
     except PackageNotFoundError:
         ort_version = "unknown"
     open_form = worst if worst in counts else (item_forms[0]["form"] if item_forms else None)
-    page = _ENV.from_string(PAGE).render(
-        title=title, css=Markup(_css()), version=raw.get("benchmark_version"),
+    page = HTML_ENV.from_string(PAGE).render(
+        title=title, css=Markup(CSS + EXTRA_CSS), csp=content_security_policy(), version=raw.get("benchmark_version"),
         tier=(raw.get("selection") or {}).get("tier"), n_probes=raw.get("n_probes"),
         n_known=c.get("n_known"), n_total=c.get("n_total"),
         model={"spec": model.get("spec"), "method": (model.get("unlearned_with") or {}).get("method")
@@ -745,12 +743,6 @@ def render_report(run_dir: str | Path, placebo: str | Path | None = None, sample
         "items_shown": sum(len(f["shown"]) for f in item_forms),
     }
     return page, summary
-
-
-def _css() -> str:
-    from ort_bench.board.page import CSS
-
-    return CSS + EXTRA_CSS
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, placebo: str | Path | None = None,
